@@ -1,0 +1,1 @@
+"""The HTTP API: validates, enqueues, answers queries. Never runs jobs."""

@@ -1,0 +1,5 @@
+"""`python -m services.api`"""
+
+from services.api.app import main
+
+main()

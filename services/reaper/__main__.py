@@ -1,0 +1,5 @@
+"""`python -m services.reaper`"""
+
+from services.reaper import main
+
+main()
