@@ -1,0 +1,1 @@
+"""Reusable test harness: private redis-servers and real service processes."""
