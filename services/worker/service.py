@@ -66,6 +66,7 @@ class Worker:
         self.running: dict[str, Running] = {}
         self._reserved = 0
         self._slots = asyncio.Event()
+        self._keeper_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._claimers: list[asyncio.Task[None]] = []
@@ -182,6 +183,8 @@ class Worker:
             vt = job.visibility_timeout_ms / 1000
             self.running[job.id] = Running(job, task, now, now + vt / 3)
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
+        if result.jobs:
+            self._keeper_wake.set()
 
     def _finished(self, job_id: str) -> None:
         self.running.pop(job_id, None)
@@ -309,15 +312,15 @@ class Worker:
     async def _lease_keeper(self) -> None:
         """Extend the lease of every running job a third of the way through it."""
         while True:
-            await asyncio.sleep(self._keeper_period())
+            nexts = [r.next_extend for r in self.running.values() if not r.cancel_reason]
+            timeout = max(0.0, min(nexts) - time.monotonic()) if nexts else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keeper_wake.wait(), timeout)
+            self._keeper_wake.clear()
             now = time.monotonic()
             for run in list(self.running.values()):
                 if run.next_extend <= now and run.cancel_reason == "":
                     await self._extend(run, now)
-
-    def _keeper_period(self) -> float:
-        vts = [r.job.visibility_timeout_ms for r in self.running.values()]
-        return max(0.05, min([*vts, 3000]) / 3000)
 
     async def _extend(self, run: Running, now: float) -> None:
         job = run.job
