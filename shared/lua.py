@@ -25,6 +25,7 @@ TRANSITIONS = (
     "cancel",
     "trim_retention",
     "heartbeat",
+    "purge_dead",
 )
 
 
@@ -56,3 +57,4 @@ class Scripts:
     cancel: Any
     trim_retention: Any
     heartbeat: Any
+    purge_dead: Any

@@ -361,3 +361,16 @@ class Store:
                 jobs.append(Job.from_hash(raw))
         next_cursor = cursor + limit if len(ids) == limit else None
         return jobs, next_cursor
+
+    # -- operator actions (API) ---------------------------------------------------
+
+    async def purge_dead(self, queue: str, limit: int = 500) -> tuple[int, int]:
+        """Delete up to ``limit`` dead jobs for good (see purge_dead.lua).
+
+        Returns (purged, remaining); call again while ``remaining`` is positive.
+        """
+        purged, remaining = await self.scripts.purge_dead(
+            keys=[keys.dead(queue), keys.events(queue)],
+            args=[keys.job_prefix(queue), limit, self.settings.events_maxlen],
+        )
+        return int(purged), int(remaining)
