@@ -76,6 +76,11 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 def main() -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service="api")
-    log.info("API listening", host=settings.host, port=settings.port)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+    app = create_app(settings)
+
+    async def announce(_: web.Application) -> None:  # signal handlers are installed by now
+        log.info("API listening", host=settings.host, port=settings.port)
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port,
                 access_log=None, print=None)

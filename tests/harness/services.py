@@ -16,6 +16,13 @@ from tests.harness.ports import free_port
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The log line each service writes once its signal handlers are installed.
+READY_LINES = {
+    "api": "API listening",
+    "worker": "Worker starting",
+    "scheduler": "Scheduler starting",
+    "reaper": "Reaper starting",
+}
 
 
 class ServiceProcess:
@@ -27,6 +34,7 @@ class ServiceProcess:
         self.lines: list[dict] = []
         self.raw: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread
         self.log_path = Path(tempfile.mkstemp(prefix=f"phx-{name}-", suffix=".log")[1])
 
     def start(self) -> ServiceProcess:
@@ -35,7 +43,8 @@ class ServiceProcess:
             [sys.executable, "-m", f"services.{self.name}"], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         return self
 
     def _read(self) -> None:
@@ -93,6 +102,14 @@ class ServiceProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.close()
+
+    def close(self) -> None:
+        """Release the pipe once the process has exited and its output is read."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self._reader.join(5)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 class Topology:
@@ -121,12 +138,9 @@ class Topology:
     def start(self, name: str, **env: str) -> ServiceProcess:
         proc = ServiceProcess(name, {**self.env, **env}).start()
         self.procs.append(proc)
-        if name == "api":
-            wait_until(lambda: proc.events("API listening") or not proc.alive(), 15,
-                       what="API to listen")
-        elif name == "worker":
-            wait_until(lambda: proc.events("Worker starting") or not proc.alive(), 15,
-                       what="worker to start")
+        ready = READY_LINES[name]
+        wait_until(lambda: proc.events(ready) or not proc.alive(), 15,
+                   what=f"{name} to log {ready!r}")
         return proc
 
     def stop(self) -> None:
