@@ -362,6 +362,16 @@ class Store:
         next_cursor = cursor + limit if len(ids) == limit else None
         return jobs, next_cursor
 
+    async def worker_infos(self) -> list[dict[str, Any]]:
+        """Every live worker's info (``phx:worker:<id>``: host, pid, queues, running jobs)."""
+        names = [k async for k in self.redis.scan_iter(match=keys.worker_info_pattern(),
+                                                       count=500)]
+        if not names:
+            return []
+        values = await self.redis.mget(names)
+        infos = [orjson.loads(v) for v in values if v is not None]
+        return sorted(infos, key=lambda info: str(info.get("id", "")))
+
     # -- operator actions (API) ---------------------------------------------------
 
     async def purge_dead(self, queue: str, limit: int = 500) -> tuple[int, int]:
