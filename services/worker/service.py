@@ -206,7 +206,8 @@ class Worker:
     # -- running a job ------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
-        log = self.log.bind(job_id=job.id, type=job.type, queue=job.queue, attempt=job.attempt)
+        log = self.log.bind(job_id=job.id, type=job.type, queue=job.queue, attempt=job.attempt,
+                            request_id=job.request_id)
         wait_ms = max(0, (job.started_at or 0) - job.available_at)
         log.info("Handling job", transition="processing", wait_ms=wait_ms,
                  max_attempts=job.max_attempts)
