@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from redis.asyncio import Redis
 
+from services.api.ratelimit import TokenBucket
 from shared.settings import Settings
 from shared.store import Store
 
 settings_key = web.AppKey("settings", Settings)
 redis_key = web.AppKey("redis", Redis)
 store_key = web.AppKey("store", Store)
+#: Rate limit of DLQ bulk replays, per queue.
+replay_limit_key = web.AppKey("replay_limit", TokenBucket)
+#: The OpenAPI document, built once per app from its settings.
+openapi_key = web.AppKey("openapi", dict[str, Any])

@@ -1,96 +1,127 @@
-"""HTTP views: parse and validate, call the store, answer JSON."""
+"""Job views and probes: parse and validate, call the store, answer JSON."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-import orjson
 from aiohttp import web
 
-from services.api.problems import Problem
-from services.api.typedefs import settings_key, store_key
-from shared.errors import JobNotFound, ValidationError
-from shared.jobs import JobSpec
+from services.api import validation as v
+from services.api.docs_page import render_docs
+from services.api.problems import Problem, json_response
+from services.api.typedefs import openapi_key, store_key
+from shared import logging as plog
+from shared.errors import InvalidState, JobNotFound
+from shared.jobs import Job, JobSpec
+from shared.store import EnqueueResult, Store
 
-JOB_FIELDS = {
-    "type", "payload", "queue", "delayMs", "runAt", "maxAttempts", "timeoutMs",
-    "visibilityTimeoutMs", "backoff", "idempotencyKey",
-}
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+log = plog.get_logger("api")
 
 
-async def read_json(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise Problem(415, "unsupported_media_type", "Unsupported media type",
-                      "Send the body as application/json.")
-    raw = await request.read()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(
-            400, "invalid_json", "Invalid JSON", f"The body is not valid JSON: {exc}"
-        ) from None
-
-
-def spec_from_body(body: Any, request: web.Request) -> JobSpec:
-    """Turn one job object of a request into a resolved ``JobSpec``."""
-    settings = request.app[settings_key]
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    unknown = sorted(set(body) - JOB_FIELDS)
-    if unknown:
-        raise ValidationError(unknown[0], "is not a known field")
-    if "type" not in body:
-        raise ValidationError("type", "is required")
-    backoff = body.get("backoff") or {}
-    if not isinstance(backoff, dict) or set(backoff) - {"baseMs", "capMs"}:
-        raise ValidationError("backoff", "must be an object with baseMs and/or capMs")
-    spec = JobSpec(
-        type=body["type"],
-        payload=body.get("payload"),
-        queue=body.get("queue", "default"),
-        delay_ms=body.get("delayMs", 0),
-        run_at_ms=body.get("runAt", 0),
-        max_attempts=body.get("maxAttempts"),
-        timeout_ms=body.get("timeoutMs"),
-        visibility_timeout_ms=body.get("visibilityTimeoutMs"),
-        backoff_base_ms=backoff.get("baseMs"),
-        backoff_cap_ms=backoff.get("capMs"),
-        idempotency_key=body.get("idempotencyKey", request.headers.get("Idempotency-Key")),
-        request_id=request.get("request_id", ""),
-        traceparent=request.headers.get("traceparent", ""),
-    )
-    return spec.resolved(settings)
+def _result(res: EnqueueResult) -> dict[str, object]:
+    body: dict[str, object] = {"jobId": res.job_id, "status": res.state}
+    if res.duplicate:
+        body["duplicate"] = True
+    return body
 
 
 async def create_job(request: web.Request) -> web.Response:
     """POST /jobs — enqueue one job: 202 queued|scheduled, 200 for a duplicate key."""
-    spec = spec_from_body(await read_json(request), request)
+    spec = v.job_spec(await v.read_json(request), request)
     (res,) = await request.app[store_key].enqueue(spec.queue, [spec])
-    if res.duplicate:
-        return json_response({"jobId": res.job_id, "status": res.state, "duplicate": True})
-    return json_response({"jobId": res.job_id, "status": res.state}, status=202)
+    log.info("Enqueued job", job_id=res.job_id, queue=spec.queue, type=spec.type,
+             status=res.state, duplicate=res.duplicate)
+    status = 200 if res.duplicate else 202
+    return json_response(_result(res), status, headers={"Location": f"/jobs/{res.job_id}"})
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    """POST /jobs/batch — up to 1,000 jobs, enqueued atomically per queue."""
+    specs = v.batch_specs(await v.read_json(request), request)
+    results = await enqueue_grouped(request.app[store_key], specs)
+    log.info("Enqueued batch", jobs=len(specs), queues=len({s.queue for s in specs}),
+             duplicates=sum(r.duplicate for r in results))
+    return json_response({"jobs": [_result(r) for r in results]}, 202)
+
+
+async def enqueue_grouped(store: Store, specs: Sequence[JobSpec]) -> list[EnqueueResult]:
+    """One enqueue script per queue; results in the order of ``specs``."""
+    by_queue: dict[str, list[int]] = {}
+    for index, spec in enumerate(specs):
+        by_queue.setdefault(spec.queue, []).append(index)
+    results: list[EnqueueResult | None] = [None] * len(specs)
+    for queue, indexes in by_queue.items():
+        done = await store.enqueue(queue, [specs[i] for i in indexes])
+        for index, res in zip(indexes, done, strict=True):
+            results[index] = res
+    return [r for r in results if r is not None]
+
+
+async def find_job(request: web.Request) -> Job:
+    """The job named in the path (optionally narrowed by ``?queue=``), else 404."""
+    job_id = v.check_job_id(request.match_info["jobId"])
+    queue = request.query.get("queue")
+    if queue is not None:
+        v.check_name("queue", queue)
+    try:
+        return await request.app[store_key].get_job(job_id, queue)
+    except JobNotFound:
+        raise Problem(404, "job_not_found", "Job not found",
+                      f"No job {job_id} exists (or its retention ran out).",
+                      field="jobId") from None
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """GET /jobs/{jobId} — the job's state, attempts, timestamps, errors and result."""
-    job_id = request.match_info["jobId"]
-    queue = request.query.get("queue")
+    """GET /jobs/{jobId} — state, attempts, timestamps, last error, history, result."""
+    return json_response((await find_job(request)).to_api())
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """POST /jobs/{jobId}/cancel — scheduled, queued or retrying -> cancelled; else 409."""
+    job = await find_job(request)
     try:
-        job = await request.app[store_key].get_job(job_id, queue)
+        await request.app[store_key].cancel(job.queue, job.id)
+    except InvalidState as exc:
+        raise Problem(409, "invalid_state", "Job cannot be cancelled",
+                      f"The job is {exc.state}; only scheduled, queued or retrying jobs "
+                      "can be cancelled.", state=exc.state) from None
     except JobNotFound:
-        raise Problem(404, "job_not_found", "Job not found",
-                      f"No job {job_id} exists (or its retention ran out).") from None
-    return json_response(job.to_api())
+        raise Problem(404, "job_not_found", "Job not found", f"No job {job.id} exists.",
+                      field="jobId") from None
+    log.info("Cancelled job", job_id=job.id, queue=job.queue, previous=job.state)
+    return json_response({"jobId": job.id, "status": "cancelled"})
+
+
+async def replay_job(request: web.Request) -> web.Response:
+    """POST /jobs/{jobId}/replay — a dead job back to queued, fresh attempts, history kept."""
+    job = await find_job(request)
+    replayed: list[str] = []
+    if job.state == "dead":
+        replayed, _ = await request.app[store_key].replay_dead(job.queue, [job.id])
+    if not replayed:
+        state = "dead (changed meanwhile)" if job.state == "dead" else job.state
+        raise Problem(409, "invalid_state", "Job cannot be replayed",
+                      f"The job is {state}; only dead jobs can be replayed.", state=job.state)
+    log.info("Replayed job", job_id=job.id, queue=job.queue)
+    return json_response({"jobId": job.id, "status": "queued", "replays": job.replays + 1})
 
 
 async def healthz(_: web.Request) -> web.Response:
+    """GET /healthz — the process is alive (never touches Redis)."""
     return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """GET /readyz — Redis answers PING (503 otherwise)."""
     await request.app[store_key].redis.ping()
     return json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json — the OpenAPI 3.1 document."""
+    return json_response(request.app[openapi_key])
+
+
+async def docs(request: web.Request) -> web.Response:
+    """GET /docs — a self-contained HTML page rendered from the OpenAPI document."""
+    return web.Response(text=render_docs(request.app[openapi_key]), content_type="text/html")
