@@ -370,6 +370,30 @@ def dead_purge(ctx: click.Context, queue: str, yes: bool, as_json: bool) -> None
         click.echo(f"Purged {purged} dead job(s) of {queue}")
 
 
+# -- reconciliation ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--ids-file", type=click.File("r"), required=True,
+              help="Acknowledged job ids, one per line ('-' reads stdin).")
+@click.option("--queue", "-q", default=None, help="Queue to look in (default: every queue).")
+@json_option
+@click.pass_context
+def reconcile(ctx: click.Context, ids_file: Any, queue: str | None, as_json: bool) -> None:
+    """Which acknowledged jobs are gone (after a Redis crash); exit status 1 if any."""
+    from shared.reconcile import format_report, read_ids
+    from shared.reconcile import reconcile as run_reconcile
+
+    ids = read_ids(ids_file)
+    report = run_with_store(ctx, lambda store: run_reconcile(store, ids, queue))
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        click.echo(format_report(report))
+    if report.missing:
+        ctx.exit(1)
+
+
 # -- workers and config ------------------------------------------------------------------
 
 
