@@ -61,12 +61,17 @@ class RedisBinary:
 
 
 def docker_available() -> bool:
-    """True when ``docker info`` succeeds (a client *and* a reachable engine)."""
+    """True when ``docker info`` succeeds (a client *and* a reachable engine) and the
+    ``docker compose`` plugin is installed."""
     docker = shutil.which("docker")
     if docker is None:
         return False
+    return _succeeds([docker, "info"]) and _succeeds([docker, "compose", "version"])
+
+
+def _succeeds(cmd: list[str]) -> bool:
     try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=15).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=15).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -167,8 +172,10 @@ class Launcher:
         env.setdefault("PHOENIXQ_SHUTDOWN_GRACE_MS", LOCAL_SHUTDOWN_GRACE_MS)
         # `phoenixq` of this interpreter's environment, even when .venv/bin is not on PATH
         bin_dir = str(Path(sys.executable).parent)
+        # the repo root importable, so PHOENIXQ_HANDLERS=examples.handlers works
+        python_path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         env.update(REDIS_URL=redis_url, PORT=str(self.options.port), PYTHONUNBUFFERED="1",
-                   PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+                   PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=python_path)
         return env
 
     def start_redis(self) -> str:

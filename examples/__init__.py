@@ -1,0 +1,1 @@
+"""Example PhoenixQ handler modules (see examples/handlers.py)."""
