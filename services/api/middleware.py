@@ -14,7 +14,7 @@ from aiohttp import web
 from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, RedisError
 
 from services.api.problems import Problem, from_http_exception, problem
-from services.api.typedefs import settings_key
+from services.api.typedefs import request_id_key, settings_key
 from shared import logging as plog
 from shared.connection import UNAVAILABLE
 from shared.errors import ValidationError
@@ -39,7 +39,7 @@ def request_id_of(request: web.Request) -> str:
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in and out, bound into every log line; one canonical line per request."""
     request_id = request_id_of(request)
-    request["request_id"] = request_id
+    request[request_id_key] = request_id
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await _guarded(request, handler)

@@ -18,3 +18,5 @@ store_key = web.AppKey("store", Store)
 replay_limit_key = web.AppKey("replay_limit", TokenBucket)
 #: The OpenAPI document, built once per app from its settings.
 openapi_key = web.AppKey("openapi", dict[str, Any])
+#: The request id (X-Request-Id in and out), set by the context middleware.
+request_id_key = web.RequestKey("request_id", str)

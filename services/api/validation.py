@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from services.api.problems import Problem
-from services.api.typedefs import settings_key
+from services.api.typedefs import request_id_key, settings_key
 from shared import keys
 from shared.errors import ValidationError
 from shared.jobs import IDEMPOTENCY_KEY_MAX, JobSpec
@@ -200,7 +200,7 @@ def _job_spec(body: Any, request: web.Request, prefix: str) -> JobSpec:
         backoff_base_ms=opt_int(backoff, "baseMs", "backoff.baseMs"),
         backoff_cap_ms=opt_int(backoff, "capMs", "backoff.capMs"),
         idempotency_key=idempotency_key(body, request, "idempotencyKey"),
-        request_id=request.get("request_id", ""),
+        request_id=request.get(request_id_key, ""),
         traceparent=request.headers.get("traceparent", "")[:128],
     )
     return spec.resolved(request.app[settings_key])
