@@ -169,22 +169,28 @@ class Store:
         )
 
     async def complete(
-        self, job: Job, worker_id: str, result: Any = None, now: int | None = None,
-        pipe: Any = None,
-    ) -> Any:
+        self, job: Job, worker_id: str, result: Any = None, now: int | None = None
+    ) -> Code:
         """Finish ``job``'s attempt; raises ``StaleLease`` if it is no longer ours."""
-        s, q = self.settings, job.queue
-        job_keys = [keys.job(q, job.id), keys.processing(q, worker_id), keys.leases(q),
-                    keys.completed(q), keys.events(q)]
-        if job.idempotency_key:
-            job_keys.append(keys.done(q, job.idempotency_key))
-        reply = await self.scripts.complete(
-            keys=job_keys,
-            args=[job.id, job.token, orjson.dumps(result), _now(now), s.completed_retention_ms,
-                  s.idempotency_ttl_ms, s.events_maxlen],
-            client=pipe,
+        (code,) = await self.complete_many(job.queue, worker_id, [(job, orjson.dumps(result))],
+                                           now)
+        return check(code)
+
+    async def complete_many(
+        self, queue: str, worker_id: str, done: Sequence[tuple[Job, bytes]],
+        now: int | None = None,
+    ) -> list[int]:
+        """Complete many jobs of one queue in one call; one ``Code`` value per job."""
+        s = self.settings
+        args: list[Any] = [keys.job_prefix(queue), keys.done_prefix(queue), _now(now),
+                           s.completed_retention_ms, s.idempotency_ttl_ms, s.events_maxlen]
+        for job, result in done:
+            args += (job.id, job.token, result, job.idempotency_key or "")
+        return await self.scripts.complete(
+            keys=[keys.processing(queue, worker_id), keys.leases(queue), keys.completed(queue),
+                  keys.events(queue)],
+            args=args,
         )
-        return check(reply[0])
 
     async def fail(
         self, job: Job, worker_id: str, error: str, permanent: bool = False,

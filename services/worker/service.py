@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.worker.completer import Completer
 from shared import failpoints
 from shared import logging as plog
 from shared.connection import UNAVAILABLE, connect
@@ -63,10 +64,12 @@ class Worker:
         self.redis = connect(settings, client_name=f"phx-worker-{self.id}")
         self.blocking = connect(settings, blocking_s=BLOCK_S)
         self.store = Store(self.redis, settings)
+        self.completer = Completer(self.store, self.id)
         self.running: dict[str, Running] = {}
         self._reserved = 0
         self._slots = asyncio.Event()
         self._keeper_wake = asyncio.Event()
+        self._keeper_due = 0.0
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._claimers: list[asyncio.Task[None]] = []
@@ -183,8 +186,10 @@ class Worker:
             vt = job.visibility_timeout_ms / 1000
             self.running[job.id] = Running(job, task, now, now + vt / 3)
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
-        if result.jobs:
-            self._keeper_wake.set()
+        if result.jobs and now + min(j.visibility_timeout_ms for j in result.jobs) / 3000 < (
+            self._keeper_due
+        ):
+            self._keeper_wake.set()  # a lease shorter than the keeper's sleep
 
     def _finished(self, job_id: str) -> None:
         self.running.pop(job_id, None)
@@ -237,7 +242,7 @@ class Worker:
     async def _complete(self, job: Job, log: Any, result: Any, started: float) -> None:
         run_ms = round((time.monotonic() - started) * 1000, 2)
         try:
-            ok = await self._finish(job, log, self.store.complete, job, self.id, result)
+            ok = await self._finish(job, log, self.completer.complete, job, result)
         except TypeError as exc:
             await self._fail(job, log, f"result is not JSON-serialisable: {exc}", True, started)
             return
@@ -315,6 +320,7 @@ class Worker:
         while True:
             nexts = [r.next_extend for r in self.running.values() if not r.cancel_reason]
             timeout = max(0.0, min(nexts) - time.monotonic()) if nexts else 1.0
+            self._keeper_due = time.monotonic() + timeout
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._keeper_wake.wait(), timeout)
             self._keeper_wake.clear()
