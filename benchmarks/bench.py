@@ -122,7 +122,8 @@ class Ctx:
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
         env.update(BENCH_REDIS_URL=self.server.url, PYTHONPATH=str(ROOT),
-                   PYTHONUNBUFFERED="1", **extra)
+                   PYTHONUNBUFFERED="1")
+        env.update(extra)
         return env
 
 
@@ -137,7 +138,8 @@ def adapter_cmd(system: str, *args: str) -> list[str]:
 def run_adapter(ctx: Ctx, system: str, *args: str, timeout: float | None = None,
                 **env: str) -> dict[str, Any]:
     try:
-        out = subprocess.run(adapter_cmd(system, *args), cwd=ROOT, env=ctx.env(**env),
+        out = subprocess.run(adapter_cmd(system, *args), cwd=env.get("BENCH_CWD", ROOT),
+                             env=ctx.env(**env),
                              capture_output=True, timeout=timeout or ctx.timeout_s)
     except subprocess.TimeoutExpired:
         raise BenchError(f"{args[0]} timed out") from None
@@ -160,7 +162,8 @@ def start_workers(ctx: Ctx, system: str, count: int, concurrency: int, target: i
             procs.append(subprocess.Popen(
                 adapter_cmd(system, "work", "--concurrency", str(concurrency),
                             "--target", str(target)),
-                cwd=ROOT, env=ctx.env(BENCH_LOG=str(log), **env), stdout=out,
+                cwd=env.get("BENCH_CWD", ROOT), env=ctx.env(BENCH_LOG=str(log), **env),
+                stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True))
     return procs
 
