@@ -11,6 +11,7 @@ import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +79,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def when(ms: int | None) -> str | None:
+    """Epoch milliseconds as a UTC time for people (JSON output keeps the numbers)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def short(value: Any, width: int = 60) -> str:
@@ -199,6 +207,9 @@ def enqueue(ctx: click.Context, job_type: str, payload: str, queue: str, delay: 
         click.echo(f"Enqueued job {res.job_id}: {res.status}")
 
 
+TIME_FIELDS = {"createdAt", "availableAt", "startedAt", "finishedAt", "leaseUntil"}
+
+
 @main.command()
 @click.argument("job_id", metavar="ID")
 @click.option("--queue", "-q", default=None, help="Queue to look in (default: all).")
@@ -214,8 +225,8 @@ def job(ctx: click.Context, job_id: str, queue: str | None, as_json: bool) -> No
     if as_json:
         emit_json(data)
         return
-    rows = [(k, v if isinstance(v, str | int) or v is None else short(v, 100))
-            for k, v in data.items()]
+    rows = [(k, when(v) if k in TIME_FIELDS else v if isinstance(v, str | int) or v is None
+             else short(v, 100)) for k, v in data.items()]
     click.echo(table(["FIELD", "VALUE"], rows))
 
 
@@ -320,9 +331,9 @@ def dead_list(ctx: click.Context, queue: str, limit: int, as_json: bool) -> None
     if as_json:
         emit_json({"queue": queue, "jobs": [j.to_api() for j in jobs]})
         return
-    rows = [(j.id, j.type, f"{j.attempt}/{j.max_attempts}", j.finished_at,
+    rows = [(j.id, j.type, f"{j.attempt}/{j.max_attempts}", when(j.finished_at),
              short(j.last_error or "", 60)) for j in jobs]
-    click.echo(table(["ID", "TYPE", "ATTEMPTS", "DIED_AT_MS", "LAST_ERROR"], rows)
+    click.echo(table(["ID", "TYPE", "ATTEMPTS", "DIED_AT (UTC)", "LAST_ERROR"], rows)
                if rows else f"no dead jobs in {queue}")
 
 
