@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from phoenixq.cli import main
+from phoenixq.cli import config_markdown, main
 from shared.connection import connect
 from shared.jobs import JobSpec
 from shared.settings import Settings, describe
 from shared.store import Store
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
 
 def phx(settings: Settings, *args: str, code: int = 0, env: dict | None = None) -> Result:
     result = CliRunner().invoke(main, ["--redis-url", settings.redis_url, *args], env=env)
@@ -206,3 +208,19 @@ def test_config_markdown_lists_every_variable(settings: Settings) -> None:
     text = phx(settings, "config", "--markdown").output
     for env_name, _, doc in describe():
         assert f"| `{env_name}` |" in text and doc in text
+
+
+# -- the README stays true ------------------------------------------------------------------
+
+
+def test_readme_config_table_is_generated_from_describe() -> None:
+    """Regenerate with `phoenixq config --markdown` when a setting changes."""
+    assert config_markdown() in (ROOT / "README.md").read_text()
+
+
+def test_readme_handler_example_is_the_shipped_module() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Writing handlers", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = (ROOT / "examples" / "handlers.py").read_text()
+    assert block.strip() == module.split('"""', 2)[2].strip()
