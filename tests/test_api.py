@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
@@ -134,6 +135,7 @@ INVALID_JOBS = [
     ({"type": "t", "runAt": -5}, "runAt"),
     ({"type": "t", "runAt": 1, "delayMs": 1}, "runAt"),
     ({"type": "t", "idempotencyKey": ""}, "idempotencyKey"),
+    ({"type": "t", "idempotencyKey": None}, "idempotencyKey"),
     ({"type": "t", "idempotencyKey": "a\u0000b"}, "idempotencyKey"),
     ({"type": "t", "idempotencyKey": "k" * 201}, "idempotencyKey"),
     ({"type": "t", "payload": _deep(33)}, "payload"),
@@ -153,8 +155,9 @@ async def test_payload_nesting_up_to_the_limit_is_fine(api: TestClient, queue: s
     assert status == 202
 
 
-async def test_bad_idempotency_header_is_400(api: TestClient) -> None:
-    resp = await api.post("/jobs", json={"type": "t"}, headers={"Idempotency-Key": "x" * 300})
+@pytest.mark.parametrize("body", [{"type": "t"}, {"type": "t", "idempotencyKey": "ok"}])
+async def test_bad_idempotency_header_is_400(api: TestClient, body: dict) -> None:
+    resp = await api.post("/jobs", json=body, headers={"Idempotency-Key": "x" * 300})
     await expect_problem(resp, 400, "validation_error", "Idempotency-Key")
 
 
@@ -372,11 +375,13 @@ async def test_dlq_replay_is_rate_limited(api: TestClient, queue: str, store: St
 @pytest.mark.parametrize(("body", "field"), [
     ({"ids": "x"}, "ids"), ({"ids": ["a*"]}, "ids[0]"), ({"limit": 0}, "limit"),
     ({"limit": 10_001}, "limit"), ({"limit": True}, "limit"), ({"nope": 1}, "nope"),
+    (None, "body"), ([], "body"),
 ])
-async def test_dlq_replay_errors(api: TestClient, queue: str, store: Store, body: dict,
+async def test_dlq_replay_errors(api: TestClient, queue: str, store: Store, body: Any,
                                  field: str) -> None:
     await make_dead(store, queue, 1)
-    resp = await api.post(f"/queues/{queue}/dead/replay", json=body)
+    resp = await api.post(f"/queues/{queue}/dead/replay", data=orjson.dumps(body),
+                          headers=JSON)
     await expect_problem(resp, 400, "validation_error", field)
 
 

@@ -272,6 +272,21 @@ def _meta_paths() -> dict[str, Schema]:
         "/docs": {"get": _op("docs", "This document as an HTML page",
                              {200: _json({"type": "string"}, "HTML.", "text/html")},
                              (401,))},
+        "/metrics": {"get": _op("probes", "Prometheus metrics of this process",
+                                {200: _json({"type": "string"}, "Prometheus text format.",
+                                            "text/plain")}, (401,))},
+        "/events": {"get": _op(
+            "events", "A queue's lifecycle events as Server-Sent Events",
+            {200: _json({"type": "string"}, "An endless text/event-stream.",
+                        "text/event-stream")}, (400, 401, 404, 503),
+            [_param("queue", "query", {"type": "string", "pattern": keys.NAME_PATTERN},
+                    "Queue (default `default`, or the job's queue with jobId)."),
+             _param("jobId", "query", {"type": "string", "pattern": keys.NAME_PATTERN},
+                    "Only this job's events, from the oldest still kept."),
+             _param("lastEventId", "query", {"type": "string"},
+                    "Resume after this stream entry id (or send Last-Event-ID).")],
+            doc="Each event's `id` is its stream entry id; reconnect with Last-Event-ID "
+                "to resume. Not bound by the 2 s deadline.")},
     }
 
 

@@ -41,13 +41,16 @@ RFC3339_RE = re.compile(
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    """The request's JSON body (415 wrong type, 400 bad UTF-8 or JSON); None if optional."""
+    """The request's JSON body (415 wrong type, 400 bad UTF-8 or JSON).
+
+    With ``optional``, a request without a body reads as ``{}``.
+    """
     if optional and not request.body_exists:
-        return None
+        return {}
     _check_content_type(request)
     raw = await request.read()
     if optional and not raw.strip():
-        return None
+        return {}
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -152,14 +155,19 @@ def _parse_datetime(text: str, field: str) -> int:
 
 
 def idempotency_key(body: dict[str, Any], request: web.Request, field: str) -> str | None:
-    """The body's ``idempotencyKey``, else the ``Idempotency-Key`` header (POST /jobs)."""
-    if "idempotencyKey" in body:
-        key = body["idempotencyKey"]
-    else:
-        key = request.headers.get("Idempotency-Key") if request.path == "/jobs" else None
-        field = "Idempotency-Key"
-    if key is None:
-        return None
+    """The body's ``idempotencyKey``, else the ``Idempotency-Key`` header (POST /jobs only).
+
+    Both are validated when given; the body's key wins.
+    """
+    header = request.headers.get("Idempotency-Key") if request.path == "/jobs" else None
+    if header is not None:
+        _check_key(header, "Idempotency-Key")
+    if "idempotencyKey" not in body:
+        return header
+    return _check_key(body["idempotencyKey"], field)
+
+
+def _check_key(key: Any, field: str) -> str:
     if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise ValidationError(field, f"must be a string of 1 to {IDEMPOTENCY_KEY_MAX} "
                                      "characters")
@@ -233,8 +241,6 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 
 def replay_request(body: Any) -> tuple[list[str], int | None]:
     """The optional body of a DLQ replay: ``{"ids": [...]}`` and/or ``{"limit": n}``."""
-    if body is None:
-        return [], None
     body = as_object(body, "body", frozenset({"ids", "limit"}))
     ids = body.get("ids", [])
     if not isinstance(ids, list) or len(ids) > REPLAY_IDS_MAX:
