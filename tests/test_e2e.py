@@ -103,7 +103,8 @@ async def test_stale_completion_after_lease_expiry_is_rejected(topology, queue):
     topology.start("api")
     topology.start("scheduler")
     topology.start("reaper", PHOENIXQ_WORKER_TTL_MS="60000")
-    zombie = topology.start("worker", PHOENIXQ_WORKER_TTL_MS="60000")
+    # concurrency 1: while frozen it holds no pending BLMOVE that could take the retry
+    zombie = topology.start("worker", PHOENIXQ_WORKER_TTL_MS="60000", PHOENIXQ_CONCURRENCY="1")
     reply = await post_job(topology, {"type": "sleep", "payload": {"seconds": 1.5},
                                       "queue": queue, "visibilityTimeoutMs": 700})
     job_id = reply["jobId"]

@@ -146,3 +146,5 @@ class Topology:
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
+        for proc in self.procs:  # shown by pytest only when the test failed
+            print(f"== {proc.name} (pid {proc.pid}) log tail:", *proc.raw[-15:], sep="\n")
