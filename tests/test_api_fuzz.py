@@ -4,9 +4,9 @@ Schemathesis generates valid and invalid requests for every operation; a respons
 never be a server error and must match the document (status code, content type,
 schema), and invalid input must be refused. Sized to run in about a minute.
 
-The document is built in-process (``openapi.build`` is pure) so schemathesis can
-parametrize at collection time; ``test_served_document_is_the_one_fuzzed`` checks the
-running server serves exactly that document.
+The document is built in-process (``create_app`` connects to nothing until started)
+so schemathesis can parametrize at collection time;
+``test_served_document_is_the_one_fuzzed`` checks the running server serves exactly it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks
 
 from services.api import openapi
+from services.api.app import create_app
+from services.api.typedefs import openapi_key
 from shared.settings import Settings
 from tests.harness.redis_server import RedisServer
 from tests.harness.services import Topology
@@ -30,7 +32,8 @@ EXAMPLES = 150
 CHECKS = [not_a_server_error, checks.status_code_conformance,
           checks.content_type_conformance, checks.response_schema_conformance,
           checks.negative_data_rejection]
-DOCUMENT = openapi.build(Settings.from_env({}))
+_APP = create_app(Settings.from_env({}))
+DOCUMENT = openapi.for_app(_APP[openapi_key], _APP)
 #: GET /events is an endless SSE stream: not something a request/response fuzzer can end.
 schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path="/events")
 

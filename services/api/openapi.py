@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from services.api import queue_views as qv
 from services.api import validation as v
 from shared import keys
@@ -298,6 +300,12 @@ def _responses() -> dict[str, Schema]:
         if code in (429, 503):
             out[name]["headers"] = retry
     return out
+
+
+def for_app(doc: dict[str, Any], app: web.Application) -> dict[str, Any]:
+    """``doc`` limited to the paths ``app`` routes (optional routes may be absent)."""
+    routed = {route.resource.canonical for route in app.router.routes() if route.resource}
+    return {**doc, "paths": {p: item for p, item in doc["paths"].items() if p in routed}}
 
 
 def build(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.api import validation as v
 from services.api.docs_page import render_docs
+from services.api.openapi import for_app
 from services.api.problems import Problem, json_response
 from services.api.typedefs import openapi_key, store_key
 from shared import logging as plog
@@ -119,9 +120,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """GET /openapi.json — the OpenAPI 3.1 document."""
-    return json_response(request.app[openapi_key])
+    return json_response(for_app(request.app[openapi_key], request.app))
 
 
 async def docs(request: web.Request) -> web.Response:
     """GET /docs — a self-contained HTML page rendered from the OpenAPI document."""
-    return web.Response(text=render_docs(request.app[openapi_key]), content_type="text/html")
+    doc = for_app(request.app[openapi_key], request.app)
+    return web.Response(text=render_docs(doc), content_type="text/html")
