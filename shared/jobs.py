@@ -110,7 +110,7 @@ def _pick(value: int | None, default: int) -> int:
 
 def validate_name(field_name: str, value: object) -> None:
     """Queue and type names must match ``keys.NAME_PATTERN``."""
-    if not isinstance(value, str) or not keys.NAME_RE.match(value):
+    if not isinstance(value, str) or not keys.NAME_RE.fullmatch(value):
         raise ValidationError(
             field_name,
             "must be 1-128 characters of letters, digits and . _ : -, starting with a "
