@@ -156,6 +156,13 @@ class Job:
     lease_until: int | None
 
     @classmethod
+    def from_claim(cls, values: list[bytes | None]) -> Job:
+        """A job from the claim script's reply: the ``CLAIM_FIELDS`` values, in order."""
+        return cls.from_hash(
+            {k: v for k, v in zip(CLAIM_FIELDS, values, strict=True) if v is not None}
+        )
+
+    @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Job:
         h = {_s(k): _s(v) for k, v in raw.items()}
         return cls(
@@ -212,6 +219,15 @@ class Job:
             "replays": self.replays,
             "requestId": self.request_id or None,
         }
+
+
+#: The job hash fields a worker needs; the claim script returns exactly these.
+CLAIM_FIELDS = (
+    "id", "type", "queue", "payload", "state", "attempt", "max_attempts", "timeout_ms",
+    "vt_ms", "backoff_base_ms", "backoff_cap_ms", "idem_key", "created_at", "available_at",
+    "started_at", "token", "worker", "request_id", "traceparent", "replays", "lease_until",
+)
+CLAIM_FIELDS_ARG = ",".join(CLAIM_FIELDS)
 
 
 def _s(value: bytes | str) -> str:

@@ -15,7 +15,7 @@ import orjson
 
 from shared import keys
 from shared.errors import Code, InvalidState, JobNotFound, check
-from shared.jobs import Job, JobSpec
+from shared.jobs import CLAIM_FIELDS_ARG, Job, JobSpec
 from shared.lua import Scripts
 from shared.settings import Settings
 
@@ -91,10 +91,6 @@ def _now(now: int | None) -> str:
     return "" if now is None else str(now)
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
-
-
 class Store:
     """PhoenixQ's Redis layer. ``client`` is a ``redis.asyncio`` client (or cluster)."""
 
@@ -160,11 +156,11 @@ class Store:
             keys=[keys.ready(queue), keys.processing(queue, worker_id), keys.leases(queue),
                   keys.completed(queue), keys.events(queue), keys.paused(queue)],
             args=[keys.job_prefix(queue), keys.done_prefix(queue), worker_id, _now(now), more,
-                  s.events_maxlen, s.completed_retention_ms, *moved],
+                  s.events_maxlen, s.completed_retention_ms, CLAIM_FIELDS_ARG, *moved],
         )
         return ClaimResult(
             paused=status == b"paused",
-            jobs=[Job.from_hash(_pairs(j)) for j in jobs],
+            jobs=[Job.from_claim(j) for j in jobs],
             skipped=[i.decode() for i in skipped],
         )
 

@@ -13,9 +13,11 @@
 -- ARGV[5] how many more ids to move from ready (LMOVE RIGHT LEFT) after ARGV[8..]
 -- ARGV[6] events MAXLEN
 -- ARGV[7] retention of completed jobs in ms
--- ARGV[8..] ids this worker already moved with BLMOVE
--- Returns {status, jobs, skipped}: status 'ok' or 'paused'; jobs is one flat HGETALL
--- per leased job (fresh token, attempt counted, lease set); skipped lists ids
+-- ARGV[8] comma-separated job fields to return for each leased job
+-- ARGV[9..] ids this worker already moved with BLMOVE
+-- Returns {status, jobs, skipped}: status 'ok' or 'paused'; jobs holds, per leased job
+-- (fresh token, attempt counted, lease set), the values of the ARGV[8] fields in
+-- that order (HMGET: history and results are not sent to the worker); skipped lists ids
 -- completed without running because their idempotency key is already done.
 -- When paused, the given ids go back to the consuming end of ready and nothing moves.
 local k_ready, k_proc, k_leases, k_completed, k_events, k_paused =
@@ -25,7 +27,9 @@ local now = now_ms(ARGV[4])
 local more, maxlen, retention = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 
 local ids = {}
-for i = 8, #ARGV do table.insert(ids, ARGV[i]) end
+local fields = {}
+for name in string.gmatch(ARGV[8], '[^,]+') do table.insert(fields, name) end
+for i = 9, #ARGV do table.insert(ids, ARGV[i]) end
 
 if redis.call('EXISTS', k_paused) == 1 then
   for i = #ids, 1, -1 do
@@ -63,7 +67,7 @@ for _, id in ipairs(ids) do
       'lease_until', deadline)
     redis.call('ZADD', k_leases, deadline, id)
     emit(k_events, maxlen, id, 'processing', tonumber(f[4]) + 1, 'worker', worker)
-    table.insert(jobs, redis.call('HGETALL', jk))
+    table.insert(jobs, redis.call('HMGET', jk, unpack(fields)))
   end
 end
 return {'ok', jobs, skipped}
