@@ -1,4 +1,4 @@
-"""Runs one service object: logging, Redis, signals, an optional /healthz server.
+"""Runs one service object: logging, Redis, signals, an optional /healthz + /metrics server.
 
 A service is a small object with ``start()``, ``run()`` (returns when stopped),
 ``stop()`` (ask it to stop; called from a signal) and ``shutdown()`` (release
@@ -15,6 +15,7 @@ from typing import Protocol
 from aiohttp import web
 
 from shared import logging as plog
+from shared import metrics, tracing
 from shared.settings import Settings
 
 
@@ -39,6 +40,7 @@ async def _health_server(service: Service, settings: Settings) -> web.AppRunner 
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics.metrics_view)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.health_port).start()
@@ -50,6 +52,7 @@ async def serve(service: Service, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
+    metrics.instrument_clients(service)
     health = await _health_server(service, settings)
     try:
         await service.start()
@@ -65,6 +68,7 @@ def run_service(factory: Callable[[Settings], Service], name: str) -> None:
     """Entry point of ``phoenixq <name>`` and ``python -m services.<name>``."""
     settings = Settings.from_env()
     plog.configure(settings.log_level, service=name)
+    tracing.configure_from_env(name)
     try:
         import uvloop  # optional: faster event loop when installed
 

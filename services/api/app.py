@@ -18,9 +18,9 @@ from services.api.typedefs import (
     store_key,
 )
 from shared import logging as plog
+from shared import metrics
 from shared.connection import connect
 from shared.settings import Settings
-from shared.store import Store
 
 log = plog.get_logger("api")
 
@@ -28,7 +28,8 @@ log = plog.get_logger("api")
 def create_app(settings: Settings) -> web.Application:
     """The API: middlewares (request id and errors, auth, deadline), routes, Redis."""
     app = web.Application(
-        middlewares=[context_middleware, auth_middleware, deadline_middleware],
+        middlewares=[metrics.http_middleware, context_middleware, auth_middleware,
+                     deadline_middleware],
         client_max_size=settings.api_max_body_bytes,
     )
     app[settings_key] = settings
@@ -42,7 +43,8 @@ def create_app(settings: Settings) -> web.Application:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = connect(app[settings_key], client_name="phx-api")
     app[redis_key] = client
-    app[store_key] = Store(client, app[settings_key])
+    metrics.instrument_redis(client)
+    app[store_key] = metrics.InstrumentedStore(client, app[settings_key])
     yield
     await client.aclose()
 

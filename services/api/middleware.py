@@ -23,6 +23,8 @@ from shared.errors import ValidationError
 REDIS_DEADLINE_S = 2.0
 #: Routes answered without a token even when auth is on.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+#: Long-lived streams (SSE): no deadline; the view bounds each Redis call itself.
+STREAMING_PATHS = frozenset({"/events"})
 #: An incoming X-Request-Id is kept only if it is this safe; otherwise a new one is made.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -109,5 +111,7 @@ async def deadline_middleware(request: web.Request, handler: Handler) -> web.Str
     """Read the body first (a slow upload is not a slow Redis), then bound the view."""
     if request.body_exists:
         await request.read()
+    if request.path in STREAMING_PATHS:
+        return await handler(request)
     async with asyncio.timeout(REDIS_DEADLINE_S):
         return await handler(request)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import queue_views, views
+from services.api import events, queue_views, views
+from shared import metrics
 
 
 def setup_routes(app: web.Application) -> None:
@@ -25,3 +26,5 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/readyz", views.readyz)
     r.add_get("/openapi.json", views.openapi, allow_head=False)
     r.add_get("/docs", views.docs, allow_head=False)
+    r.add_get("/events", events.stream_events, allow_head=False)
+    r.add_get("/metrics", metrics.metrics_view, allow_head=False)

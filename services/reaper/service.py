@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 
-from shared import failpoints
+from shared import failpoints, metrics
 from shared import logging as plog
 from shared.connection import UNAVAILABLE, connect
 from shared.retry import Backoff
@@ -72,6 +72,8 @@ class Reaper:
     async def _expire(self, queue: str) -> None:
         while True:
             ids = await self.store.expire_leases(queue)
+            if ids:
+                metrics.LEASES_EXPIRED.labels(queue).inc(len(ids))
             for job_id in ids:
                 self.log.warning("Lease expired: visibility timeout", job_id=job_id,
                                  queue=queue, transition="lease_expired")
@@ -82,6 +84,7 @@ class Reaper:
         for worker_id in await self.store.dead_workers(queue, now_ms):
             res = await self.store.recover_worker(queue, worker_id)
             if not res.alive:
+                metrics.record_recovery(queue, res.retrying, res.dead, res.requeued)
                 self.log.warning("Recovered jobs of a dead worker", queue=queue,
                                  dead_worker=worker_id, retrying=res.retrying, dead=res.dead,
                                  requeued=res.requeued, transition="worker_recovered")

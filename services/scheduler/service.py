@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared import failpoints, keys
+from shared import failpoints, keys, metrics
 from shared import logging as plog
 from shared.connection import UNAVAILABLE, connect
 from shared.retry import Backoff
@@ -86,6 +86,7 @@ class Scheduler:
             res = await self.store.promote_due(queue)
             moved += res.promoted
             if res.promoted:
+                metrics.JOBS_PROMOTED.labels(queue).inc(res.promoted)
                 self.log.info("Promoted due jobs", queue=queue, count=res.promoted)
             if res.promoted < self.settings.promote_batch:
                 break

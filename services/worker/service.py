@@ -15,11 +15,11 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from services.worker.completer import Completer
-from shared import failpoints
+from shared import failpoints, metrics, tracing
 from shared import logging as plog
 from shared.connection import UNAVAILABLE, connect
 from shared.errors import Code, PermanentError, StaleLease
@@ -40,7 +40,7 @@ class Running:
     started: float
     next_extend: float
     cancel_reason: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
+    in_handler: bool = True  # False once the handler returned: finishing must not be cut
 
 
 def new_worker_id() -> str:
@@ -66,6 +66,7 @@ class Worker:
         self.store = Store(self.redis, settings)
         self.completer = Completer(self.store, self.id)
         self.running: dict[str, Running] = {}
+        self.metrics = metrics.JobMetrics()
         self._reserved = 0
         self._slots = asyncio.Event()
         self._keeper_wake = asyncio.Event()
@@ -115,8 +116,9 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_ms / 1000)
         for run in list(self.running.values()):
-            run.cancel_reason = "shutdown"
-            run.task.cancel()
+            if run.in_handler:
+                run.cancel_reason = "shutdown"
+                run.task.cancel()
         leftovers = [r.task for r in self.running.values()]
         await asyncio.gather(*leftovers, return_exceptions=True)
         await self._return_unclaimed()
@@ -211,51 +213,71 @@ class Worker:
     # -- running a job ------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
-        log = self.log.bind(job_id=job.id, type=job.type, queue=job.queue, attempt=job.attempt,
-                            request_id=job.request_id)
         wait_ms = max(0, (job.started_at or 0) - job.available_at)
-        log.info("Handling job", transition="processing", wait_ms=wait_ms,
-                 max_attempts=job.max_attempts)
+        log = self.log.bind(job_id=job.id, type=job.type, queue=job.queue, attempt=job.attempt,
+                            request_id=job.request_id, trace_id=tracing.trace_id_of(job),
+                            wait_ms=wait_ms)
+        self.metrics.started(job)
+        payload = {"payload": job.payload} if self.settings.log_payloads else {}
+        log.info("Handling job", transition="processing", max_attempts=job.max_attempts,
+                 **payload)
         handler = self.registry.get(job.type)
         if handler is None:
-            await self._fail(job, log, f"no handler registered for job type {job.type!r}", True)
+            await self._fail(job, log, f"no handler registered for job type {job.type!r}", True,
+                             error_class="NoHandler")
             return
         started = time.monotonic()
         try:
-            async with asyncio.timeout(job.timeout_ms / 1000):
-                result = await handler(job)
+            result = await self._call(handler, job)
         except asyncio.CancelledError:
             await self._cancelled(job, log)
             return
         except PermanentError as exc:
-            await self._fail(job, log, _describe(exc), True, started)
+            await self._fail(job, log, _describe(exc), True, started, type(exc).__name__)
             return
         except TimeoutError:
-            await self._fail(job, log, f"timed out after {job.timeout_ms} ms", False, started)
+            await self._fail(job, log, f"timed out after {job.timeout_ms} ms", False, started,
+                             "TimeoutError")
             return
         except Exception as exc:
-            await self._fail(job, log, _describe(exc), False, started)
+            await self._fail(job, log, _describe(exc), False, started, type(exc).__name__)
             return
         failpoints.hit("worker.before_complete")
         await self._complete(job, log, result, started)
+
+    async def _call(self, handler: Any, job: Job) -> Any:
+        """Run the handler under its execution timeout; mark the job as finishing after."""
+        try:
+            async with asyncio.timeout(job.timeout_ms / 1000):
+                with tracing.job_span(job):
+                    return await handler(job)
+        finally:
+            run = self.running.get(job.id)
+            if run is not None:
+                run.in_handler = False
 
     async def _complete(self, job: Job, log: Any, result: Any, started: float) -> None:
         run_ms = round((time.monotonic() - started) * 1000, 2)
         try:
             ok = await self._finish(job, log, self.completer.complete, job, result)
         except TypeError as exc:
-            await self._fail(job, log, f"result is not JSON-serialisable: {exc}", True, started)
+            await self._fail(job, log, f"result is not JSON-serialisable: {exc}", True, started,
+                             "TypeError")
             return
         if ok is not None:
+            self.metrics.finished(job, "completed", run_ms)
             log.info("Completed job", transition="completed", run_ms=run_ms, outcome="completed")
 
     async def _fail(
-        self, job: Job, log: Any, error: str, permanent: bool, started: float | None = None
+        self, job: Job, log: Any, error: str, permanent: bool, started: float | None = None,
+        error_class: str = "",
     ) -> None:
         run_ms = round((time.monotonic() - started) * 1000, 2) if started else 0
         res = await self._finish(job, log, self.store.fail, job, self.id, error, permanent)
         if res is None:
             return
+        self.metrics.finished(job, res.state, run_ms)
+        log = log.bind(error_class=error_class)
         if res.state == "dead":
             log.error("Job dead: moved to the DLQ", transition="dead", error=error,
                       run_ms=run_ms, permanent=permanent, outcome="dead")
@@ -271,6 +293,7 @@ class Worker:
             try:
                 return await call(*args)
             except StaleLease:
+                self.metrics.stale(job)
                 log.warning("Stale lease: result rejected, another attempt owns the job",
                             transition="stale", token=job.token)
                 return None
@@ -335,8 +358,12 @@ class Worker:
             await self.store.extend_lease(job, job.visibility_timeout_ms)
             run.next_extend = now + job.visibility_timeout_ms / 3000
         except StaleLease:
+            self.log.warning("Lease lost: extension rejected, another attempt owns the job",
+                             job_id=job.id, queue=job.queue, token=job.token,
+                             transition="stale")
             run.cancel_reason = "lease lost"
-            run.task.cancel()
+            if run.in_handler:
+                run.task.cancel()
         except UNAVAILABLE as exc:
             self.log.warning("Redis unavailable, lease not extended", job_id=job.id,
                              error=str(exc))
