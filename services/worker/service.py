@@ -138,7 +138,13 @@ class Worker:
         drained = True  # start by blocking: an idle worker makes no other calls
         moved: list[str] = []
         batch_min = max(1, self.settings.concurrency // 4)
+        lost_reply = False
         while not self._stopping.is_set():
+            if lost_reply:  # a BLMOVE whose reply was lost may have moved an id to our list
+                if not await self._return_unclaimed_of(queue):
+                    await self._sleep(backoff.next())
+                    continue
+                lost_reply, moved = False, []
             want = await self._reserve(1 if drained else batch_min)
             if want == 0:
                 continue
@@ -154,6 +160,7 @@ class Worker:
                 backoff.reset()
             except UNAVAILABLE as exc:
                 self.log.warning("Redis unavailable, claim retrying", queue=queue, error=str(exc))
+                lost_reply = True
                 await self._sleep(backoff.next())
                 continue
             finally:
@@ -200,15 +207,26 @@ class Worker:
     async def _return_unclaimed(self) -> None:
         """Hand back ids moved by BLMOVE but never claimed (no attempt is charged)."""
         for queue in self.queues:
-            try:
-                for job_id in await self.store.processing_ids(queue, self.id):
-                    if job_id not in self.running:
-                        code = await self.store.requeue(queue, job_id, self.id)
-                        if code is Code.OK:
-                            self.log.info("Handed back unclaimed job", job_id=job_id,
-                                          queue=queue)
-            except UNAVAILABLE as exc:
-                self.log.warning("Redis unavailable; the reaper will recover", error=str(exc))
+            await self._return_unclaimed_of(queue)
+
+    async def _return_unclaimed_of(self, queue: str) -> bool:
+        """``_return_unclaimed`` for one queue; False when Redis was unreachable.
+
+        Also run after a claim-loop error: a BLMOVE the server executed but whose reply
+        never arrived (connection reset, timeout) left an id in our processing list that
+        no task of ours runs and no lease covers — the reaper only recovers dead workers,
+        so without this it would wait there as long as this worker lives.
+        """
+        try:
+            for job_id in await self.store.processing_ids(queue, self.id):
+                if job_id not in self.running:
+                    code = await self.store.requeue(queue, job_id, self.id)
+                    if code is Code.OK:
+                        self.log.info("Handed back unclaimed job", job_id=job_id, queue=queue)
+        except UNAVAILABLE as exc:
+            self.log.warning("Redis unavailable; the reaper will recover", error=str(exc))
+            return False
+        return True
 
     # -- running a job ------------------------------------------------------------
 
