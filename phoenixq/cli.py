@@ -405,6 +405,31 @@ def reconcile(ctx: click.Context, ids_file: Any, queue: str | None, as_json: boo
         ctx.exit(1)
 
 
+# -- lifecycle events --------------------------------------------------------------------
+
+
+@main.command()
+@queue_option
+@click.option("--job", "job_id", default=None, metavar="ID", help="Only this job's events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events (Ctrl-C stops).")
+@json_option
+@click.pass_context
+def events(ctx: click.Context, queue: str, job_id: str | None, follow: bool,
+           as_json: bool) -> None:
+    """A queue's lifecycle events (the phx:{q}:events stream), oldest first."""
+    from shared import events as ev
+
+    async def go(store: Store) -> None:
+        async for event in ev.follow(store.redis, queue, job_id=job_id, follow=follow):
+            data = event.to_api()
+            click.echo(orjson.dumps(data).decode() if as_json else ev.describe(event))
+
+    try:
+        run_with_store(ctx, go)
+    except KeyboardInterrupt:
+        pass
+
+
 # -- workers and config ------------------------------------------------------------------
 
 

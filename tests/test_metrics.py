@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from shared import metrics
 from shared.connection import connect
 from shared.settings import Settings
+from tests.harness.http import start_api
 from tests.harness.ports import free_port
 from tests.harness.services import ServiceProcess, Topology
 from tests.harness.wait import async_wait_until
@@ -63,7 +64,7 @@ async def wait_status(api: str, job_id: str, status: str) -> None:
 
 async def test_counters_move_by_exactly_the_run(topology, queue):
     api = topology.api_url
-    topology.start("api")
+    await start_api(topology)
     _, scheduler = start(topology, "scheduler")
     _, worker = start(topology, "worker")
     _, reaper = start(topology, "reaper")
@@ -128,7 +129,7 @@ async def test_counters_move_by_exactly_the_run(topology, queue):
 
 async def test_queue_gauges_show_depth_and_oldest_ready_age(topology, queue):
     api = topology.api_url
-    topology.start("api")
+    await start_api(topology)
     for _ in range(3):
         await call("POST", f"{api}/jobs", {"type": "noop", "queue": queue})
     await call("POST", f"{api}/jobs", {"type": "noop", "queue": queue, "delayMs": 60_000})
@@ -146,7 +147,7 @@ async def test_queue_gauges_show_depth_and_oldest_ready_age(topology, queue):
 
 async def test_reaper_counts_expired_leases(topology, queue):
     api = topology.api_url
-    topology.start("api")
+    await start_api(topology)
     worker = topology.start("worker")
     _, reaper = start(topology, "reaper")
     body = {"type": "sleep", "queue": queue, "payload": {"seconds": 30},
@@ -165,7 +166,7 @@ async def test_reaper_counts_expired_leases(topology, queue):
 
 async def test_reaper_counts_jobs_recovered_from_a_dead_worker(topology, queue):
     api = topology.api_url
-    topology.start("api")
+    await start_api(topology)
     worker = topology.start("worker")
     _, reaper = start(topology, "reaper")
     body = {"type": "sleep", "queue": queue, "payload": {"seconds": 30}}
