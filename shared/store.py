@@ -341,14 +341,12 @@ class Store:
             pipe.zcard(keys.completed(queue))
             pipe.exists(keys.paused(queue))
             pipe.lindex(keys.ready(queue), -1)
-            pipe.time()
-            ready, sched, proc, retry, dead, done, paused, oldest, now = await pipe.execute()
+            ready, sched, proc, retry, dead, done, paused, oldest = await pipe.execute()
         age = None
-        if oldest is not None:
+        if oldest is not None:  # TIME has no key: a cluster pipeline cannot carry it
             available = await self.redis.hget(keys.job(queue, oldest.decode()), "available_at")
             if available is not None:
-                now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-                age = max(0, now_ms - int(available))
+                age = max(0, await self.redis_time_ms() - int(available))
         return QueueStats(queue, ready, sched, proc, retry, dead, done, bool(paused), age)
 
     async def dead_jobs(
@@ -370,7 +368,9 @@ class Store:
                                                        count=500)]
         if not names:
             return []
-        values = await self.redis.mget(names)
+        # the info keys are untagged, so on a cluster they span slots: MGET per slot
+        mget = getattr(self.redis, "mget_nonatomic", self.redis.mget)
+        values = await mget(names)
         infos = [orjson.loads(v) for v in values if v is not None]
         return sorted(infos, key=lambda info: str(info.get("id", "")))
 
