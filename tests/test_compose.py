@@ -18,7 +18,8 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_topology_has_redis_and_the_four_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", *SERVICES}
+    default = {n for n, s in compose["services"].items() if not s.get("profiles")}
+    assert default == {"redis", *SERVICES}
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -69,10 +70,9 @@ def test_two_worker_replicas_by_default(compose: dict[str, Any]) -> None:
     assert compose["services"]["worker"]["deploy"]["replicas"] == 2
 
 
-def test_monitoring_profile_is_left_for_later() -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
-    assert "monitoring" in text
-    assert "prometheus" not in yaml.safe_load(text)["services"]
+def test_monitoring_profile_adds_prometheus_and_grafana(compose: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        assert compose["services"][name]["profiles"] == ["monitoring"]
 
 
 def test_dockerfile_is_slim_non_root_and_installs_with_pip() -> None:
