@@ -15,6 +15,7 @@ by the application (or ``opentelemetry-instrument``) is used as it is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -61,8 +62,12 @@ def trace_id_of(job: Job) -> str | None:
     return ctx.trace_id if ctx else None
 
 
+@functools.cache
 def _otel() -> Any:
-    """The ``opentelemetry.trace`` module, or None when OpenTelemetry is not installed."""
+    """The ``opentelemetry.trace`` module, or None when OpenTelemetry is not installed.
+
+    Cached: a failing import per job would cost more than the job's Redis work.
+    """
     try:
         from opentelemetry import trace
     except ImportError:
@@ -73,8 +78,8 @@ def _otel() -> Any:
 def job_span(job: Job) -> contextlib.AbstractContextManager[Any]:
     """A span ``phoenixq.job <type>`` continuing the job's trace; a no-op without OTel."""
     trace = _otel()
-    if trace is None:
-        return contextlib.nullcontext()
+    if trace is None or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return contextlib.nullcontext()  # no provider configured: spans would go nowhere
     return _span(trace, job)
 
 
