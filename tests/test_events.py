@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 
 from phoenixq.cli import main as cli
 from tests.harness.http import start_api
@@ -109,3 +110,22 @@ async def test_cli_prints_a_jobs_events(topology, queue, redis_server):
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(line) for line in result.output.splitlines()]
     assert [line["event"] for line in lines] == ["queued", "processing", "completed"]
+
+
+async def test_idle_stream_sends_heartbeats_past_the_api_deadline(
+    aiohttp_client, settings, queue, monkeypatch
+):
+    from services.api import events as sse
+    from services.api.app import create_app
+
+    monkeypatch.setattr(sse, "HEARTBEAT_S", 0.2)
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.get(f"/events?queue={queue}")
+    assert resp.status == 200
+    comments = 0
+    async with asyncio.timeout(10):
+        while comments < 3:  # reads return every 1 s: over 2 s, past the API's deadline
+            line = await resp.content.readline()
+            comments += line.startswith(b": keep-alive")
+    assert (REGISTRY.get_sample_value("phoenixq_sse_clients") or 0) >= 1
+    resp.close()
