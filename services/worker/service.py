@@ -145,7 +145,8 @@ class Worker:
                     await self._sleep(backoff.next())
                     continue
                 lost_reply, moved = False, []
-            want = await self._reserve(1 if drained else batch_min)
+            # blocking holds one slot only: a greedy reservation would starve other queues
+            want = await self._reserve(1 if drained else batch_min, greedy=not drained)
             if want == 0:
                 continue
             try:
@@ -155,6 +156,7 @@ class Worker:
                         continue
                     moved = [job_id]
                     failpoints.hit("worker.after_blmove")
+                    want += self._reserve_free()  # claim a batch behind the moved id
                 result = await self.store.claim(queue, self.id, moved, more=want - len(moved))
                 moved = []
                 backoff.reset()
@@ -170,16 +172,22 @@ class Worker:
             if result.paused:
                 await self._sleep(PAUSED_POLL_S)
 
-    async def _reserve(self, need: int) -> int:
-        """Wait until ``need`` slots are free; reserve and return all free slots."""
+    async def _reserve(self, need: int, greedy: bool = True) -> int:
+        """Wait until ``need`` slots are free; reserve them (greedy: all free slots)."""
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self.running) - self._reserved
             if free >= need:
-                self._reserved += free
-                return free
+                self._reserved += free if greedy else need
+                return free if greedy else need
             self._slots.clear()
             await self._slots.wait()
         return 0
+
+    def _reserve_free(self) -> int:
+        """Reserve every slot free right now, without waiting; returns how many."""
+        free = max(0, self.settings.concurrency - len(self.running) - self._reserved)
+        self._reserved += free
+        return free
 
     def _release(self, count: int) -> None:
         self._reserved -= count
