@@ -74,6 +74,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._claimers: list[asyncio.Task[None]] = []
+        self._blocked: set[str] = set()  # queues whose claim loop waits in BLMOVE
         self._last_heartbeat = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -108,8 +109,9 @@ class Worker:
 
     async def drain(self) -> None:
         """Stop claiming; let running jobs finish within the grace; hand the rest back."""
-        for task in self._claimers:
-            task.cancel()
+        for queue, task in zip(self.queues, self._claimers, strict=True):
+            if queue in self._blocked:  # never cut a claim call: its jobs would be leased
+                task.cancel()           # with no task to run them until the lease expired
         await asyncio.gather(*self._claimers, return_exceptions=True)
         await self._return_unclaimed()
         tasks = [r.task for r in self.running.values()]
@@ -151,9 +153,9 @@ class Worker:
                 continue
             try:
                 if drained and not moved:
-                    job_id = await self.store.wait_ready(queue, self.id, BLOCK_S, self.blocking)
-                    if job_id is None:
-                        continue
+                    job_id = await self._wait_ready(queue)
+                    if job_id is None or self._stopping.is_set():
+                        continue  # a late id stays in our list: drain hands it back
                     moved = [job_id]
                     failpoints.hit("worker.after_blmove")
                     want += self._reserve_free()  # claim a batch behind the moved id
@@ -171,6 +173,14 @@ class Worker:
             self._start_jobs(result)
             if result.paused:
                 await self._sleep(PAUSED_POLL_S)
+
+    async def _wait_ready(self, queue: str) -> str | None:
+        """BLMOVE, the one await of the claim loop that drain may cancel."""
+        self._blocked.add(queue)
+        try:
+            return await self.store.wait_ready(queue, self.id, BLOCK_S, self.blocking)
+        finally:
+            self._blocked.discard(queue)
 
     async def _reserve(self, need: int, greedy: bool = True) -> int:
         """Wait until ``need`` slots are free; reserve them (greedy: all free slots)."""
