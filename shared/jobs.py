@@ -157,9 +157,27 @@ class Job:
 
     @classmethod
     def from_claim(cls, values: list[bytes | None]) -> Job:
-        """A job from the claim script's reply: the ``CLAIM_FIELDS`` values, in order."""
-        return cls.from_hash(
-            {k: v for k, v in zip(CLAIM_FIELDS, values, strict=True) if v is not None}
+        """A job from the claim script's reply: the ``CLAIM_FIELDS`` values, in order.
+
+        Built field by field (the worker's hot path), not through a dict.
+        """
+        (id_, type_, queue, payload, state, attempt, max_attempts, timeout_ms, vt_ms,
+         base, cap, idem, created, available, started, token, worker, request_id,
+         traceparent, replays, lease_until) = values
+        return cls(
+            id=id_.decode(), type=type_.decode(), queue=queue.decode(),  # type: ignore[union-attr]
+            payload=orjson.loads(payload) if payload else None,
+            state=state.decode(), attempt=int(attempt), max_attempts=int(max_attempts),  # type: ignore[union-attr,arg-type]
+            timeout_ms=int(timeout_ms), visibility_timeout_ms=int(vt_ms),  # type: ignore[arg-type]
+            backoff_base_ms=int(base), backoff_cap_ms=int(cap),  # type: ignore[arg-type]
+            idempotency_key=idem.decode() if idem else None,
+            created_at=int(created or 0), available_at=int(available or 0),
+            started_at=_opt_int(started), finished_at=None,
+            token=token.decode(), worker=worker.decode() if worker else "",  # type: ignore[union-attr]
+            last_error=None, history=[], result=None,
+            request_id=request_id.decode() if request_id else "",
+            traceparent=traceparent.decode() if traceparent else "",
+            replays=int(replays or 0), lease_until=_opt_int(lease_until),
         )
 
     @classmethod
@@ -238,5 +256,5 @@ def _json(value: str | None) -> Any:
     return orjson.loads(value) if value else None
 
 
-def _opt_int(value: str | None) -> int | None:
+def _opt_int(value: str | bytes | None) -> int | None:
     return int(value) if value else None

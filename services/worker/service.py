@@ -38,7 +38,8 @@ class Running:
     job: Job
     task: asyncio.Task[None]
     started: float
-    next_extend: float
+    next_extend: float  # when the lease keeper extends the lease next
+    deadline: float  # when the execution timeout cancels the handler
     cancel_reason: str = ""
     in_handler: bool = True  # False once the handler returned: finishing must not be cut
 
@@ -208,15 +209,16 @@ class Worker:
             self.log.info("Completed job without running: idempotency key already done",
                           job_id=job_id)
         now = time.monotonic()
+        earliest = self._keeper_due
         for job in result.jobs:
             task = asyncio.create_task(self._run(job))
-            vt = job.visibility_timeout_ms / 1000
-            self.running[job.id] = Running(job, task, now, now + vt / 3)
+            run = Running(job, task, now, now + job.visibility_timeout_ms / 3000,
+                          now + job.timeout_ms / 1000)
+            self.running[job.id] = run
+            earliest = min(earliest, run.next_extend, run.deadline)
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
-        if result.jobs and now + min(j.visibility_timeout_ms for j in result.jobs) / 3000 < (
-            self._keeper_due
-        ):
-            self._keeper_wake.set()  # a lease shorter than the keeper's sleep
+        if earliest < self._keeper_due:
+            self._keeper_wake.set()  # due before the keeper's next wake-up
 
     def _finished(self, job_id: str) -> None:
         self.running.pop(job_id, None)
@@ -266,14 +268,10 @@ class Worker:
         try:
             result = await self._call(handler, job)
         except asyncio.CancelledError:
-            await self._cancelled(job, log)
+            await self._cancelled(job, log, started)
             return
         except PermanentError as exc:
             await self._fail(job, log, _describe(exc), True, started, type(exc).__name__)
-            return
-        except TimeoutError:
-            await self._fail(job, log, f"timed out after {job.timeout_ms} ms", False, started,
-                             "TimeoutError")
             return
         except Exception as exc:
             await self._fail(job, log, _describe(exc), False, started, type(exc).__name__)
@@ -282,11 +280,10 @@ class Worker:
         await self._complete(job, log, result, started)
 
     async def _call(self, handler: Any, job: Job) -> Any:
-        """Run the handler under its execution timeout; mark the job as finishing after."""
+        """Run the handler; mark the job as finishing after (the keeper enforces timeouts)."""
         try:
-            async with asyncio.timeout(job.timeout_ms / 1000):
-                with tracing.job_span(job):
-                    return await handler(job)
+            with tracing.job_span(job):
+                return await handler(job)
         finally:
             run = self.running.get(job.id)
             if run is not None:
@@ -340,11 +337,18 @@ class Worker:
                     return None
                 await asyncio.sleep(backoff.next())
 
-    async def _cancelled(self, job: Job, log: Any) -> None:
+    async def _cancelled(self, job: Job, log: Any, started: float) -> None:
         run = self.running.get(job.id)
         reason = run.cancel_reason if run else ""
         if reason == "lease lost":
             log.warning("Lease lost: handler cancelled", transition="stale")
+            return
+        if reason == "timeout":
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._fail(job, log, f"timed out after {job.timeout_ms} ms", False, started,
+                             "TimeoutError")
             return
         try:
             code = await self.store.requeue(job.queue, job.id, self.id, job.token)
@@ -375,9 +379,12 @@ class Worker:
                 self.log.warning("Redis unavailable, heartbeat missed", error=str(exc))
 
     async def _lease_keeper(self) -> None:
-        """Extend the lease of every running job a third of the way through it."""
+        """Extend each running job's lease a third of the way through it, and cancel a
+        handler that outlives its execution timeout (one timer for all jobs, not one each).
+        """
         while True:
-            nexts = [r.next_extend for r in self.running.values() if not r.cancel_reason]
+            nexts = [min(r.next_extend, r.deadline) if r.in_handler else r.next_extend
+                     for r in self.running.values() if not r.cancel_reason]
             timeout = max(0.0, min(nexts) - time.monotonic()) if nexts else 1.0
             self._keeper_due = time.monotonic() + timeout
             with contextlib.suppress(TimeoutError):
@@ -385,7 +392,12 @@ class Worker:
             self._keeper_wake.clear()
             now = time.monotonic()
             for run in list(self.running.values()):
-                if run.next_extend <= now and run.cancel_reason == "":
+                if run.cancel_reason:
+                    continue
+                if run.in_handler and run.deadline <= now:
+                    run.cancel_reason = "timeout"
+                    run.task.cancel()
+                elif run.next_extend <= now:
                     await self._extend(run, now)
 
     async def _extend(self, run: Running, now: float) -> None:
