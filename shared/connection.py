@@ -27,6 +27,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterUnreachableError,
     RedisError,
@@ -41,10 +42,12 @@ from shared.settings import Settings
 #: Errors meaning "Redis is unreachable or unhealthy right now" (retry later). The
 #: cluster ones: TRYAGAIN (a multi-key script met a slot mid-migration), CLUSTERDOWN and
 #: exhausted redirections (ClusterError), an uncovered slot or no reachable node during
-#: a failover; READONLY: a node that was demoted while we were connected.
+#: a failover; READONLY: a node that was demoted while we were connected; OOM: Redis at
+#: its maxmemory with noeviction refuses writes until memory frees up (the API still
+#: answers it with its own problem, see services/api/middleware.py).
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
                TryAgainError, ClusterError, SlotNotCoveredError, RedisClusterUnreachableError,
-               ReadOnlyError)
+               ReadOnlyError, OutOfMemoryError)
 #: Any error from Redis, including script errors and OOM refusals.
 REDIS_ERRORS = (RedisError, ConnectionError, OSError)
 
