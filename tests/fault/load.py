@@ -253,7 +253,8 @@ class Stores:
 
     def make(self, server: RedisServer, queue: str) -> Store:
         settings = Settings.from_env({}, redis_url=server.url, queues=queue,
-                                     events_maxlen=EVENTS_MAXLEN, redis_timeout_ms=1000)
+                                     events_maxlen=EVENTS_MAXLEN, redis_timeout_ms=1000,
+                                     durable_enqueue_timeout_ms=500)
         client = connect(settings)
         self.clients.append(client)
         return Store(client, settings)
