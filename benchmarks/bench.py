@@ -501,7 +501,7 @@ def table(plan: Plan, results: Results) -> str:
     head = "| measurement | " + " | ".join(LABELS[s] for s in systems) + " |"
     lines = [head, "|---|" + "---:|" * len(systems)]
     lines.append("| concurrency per worker process | "
-                 + " | ".join(str(plan.concurrency[s]) for s in systems) + " |")
+                 + " | ".join(str(plan.concurrency.get(s, "?")) for s in systems) + " |")
     rows = [*ROWS_1W]
     if plan.two_workers:
         rows += ROWS_2W
@@ -659,15 +659,20 @@ def build_plan(args: argparse.Namespace) -> Plan:
     else:
         plan = Plan(quick=False, systems=systems, reps=args.reps or 3, n=args.n or 6000,
                     n_enqueue=3000, n_batch=10_000, n_http=5000, n_delayed=1000,
-                    n_monitor=2000, rb_n=100_000, two_workers=True, delayed_systems=systems,
+                    n_monitor=2000, rb_n=100_000, two_workers=True,
+                    delayed_systems=list(systems),
                     aof=not args.no_aof, timeout_s=180)
     return plan
 
 
 def adapter_info(system: str) -> dict[str, Any]:
-    info = subprocess.run(adapter_cmd(system, "info"), cwd=ROOT, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True, timeout=60)
-    if info.returncode != 0:
+    try:
+        info = subprocess.run(adapter_cmd(system, "info"), cwd=ROOT, capture_output=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        raise BenchError("adapter did not load in 120 s") from None
+    if info.returncode != 0 or not info.stdout.strip():
         raise BenchError(f"adapter does not load: {info.stderr.strip().splitlines()[-1:]}")
     result: dict[str, Any] = json.loads(info.stdout.strip().splitlines()[-1])
     return result
@@ -706,6 +711,7 @@ def main(argv: list[str] | None = None) -> None:
                 for row in ROWS_LATE:
                     results.errors[(row, s)] = "no per-job delay API"
         except BenchError as exc:
+            print(f"  {s}: n/a ({exc})", flush=True)
             plan.concurrency[s] = 0
             results.errors[(ROWS_1W[0], s)] = str(exc)
     started = time.perf_counter()
