@@ -11,6 +11,7 @@ from services.api.middleware import auth_middleware, context_middleware, deadlin
 from services.api.ratelimit import TokenBucket
 from services.api.routes import setup_routes
 from services.api.typedefs import (
+    enqueuer_key,
     openapi_key,
     redis_key,
     replay_limit_key,
@@ -19,6 +20,7 @@ from services.api.typedefs import (
 )
 from shared import logging as plog
 from shared import metrics
+from shared.batching import GroupCommit
 from shared.connection import connect
 from shared.settings import Settings
 
@@ -44,7 +46,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = connect(app[settings_key], client_name="phx-api")
     app[redis_key] = client
     metrics.instrument_redis(client)
-    app[store_key] = metrics.InstrumentedStore(client, app[settings_key])
+    store = metrics.InstrumentedStore(client, app[settings_key])
+    app[store_key] = store
+    app[enqueuer_key] = GroupCommit(store.enqueue)  # concurrent POST /jobs share a call
     yield
     await client.aclose()
 
@@ -52,7 +56,11 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 def main() -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service="api")
-    log.info("API listening", host=settings.host, port=settings.port,
-             auth=bool(settings.api_token))
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=None)
+    app = create_app(settings)
+
+    async def announce(_: web.Application) -> None:  # signal handlers are installed by now
+        log.info("API listening", host=settings.host, port=settings.port,
+                 auth=bool(settings.api_token))
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)

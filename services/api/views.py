@@ -10,7 +10,7 @@ from services.api import validation as v
 from services.api.docs_page import render_docs
 from services.api.openapi import for_app
 from services.api.problems import Problem, json_response
-from services.api.typedefs import openapi_key, store_key
+from services.api.typedefs import enqueuer_key, openapi_key, store_key
 from shared import logging as plog
 from shared.errors import InvalidState, JobNotFound
 from shared.jobs import Job, JobSpec
@@ -29,7 +29,7 @@ def _result(res: EnqueueResult) -> dict[str, object]:
 async def create_job(request: web.Request) -> web.Response:
     """POST /jobs — enqueue one job: 202 queued|scheduled, 200 for a duplicate key."""
     spec = v.job_spec(await v.read_json(request), request)
-    (res,) = await request.app[store_key].enqueue(spec.queue, [spec])
+    res = await request.app[enqueuer_key].submit(spec.queue, spec)
     log.info("Enqueued job", job_id=res.job_id, queue=spec.queue, type=spec.type,
              status=res.state, duplicate=res.duplicate)
     status = 200 if res.duplicate else 202
