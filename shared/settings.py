@@ -21,9 +21,21 @@ def _env(name: str, default: Any, doc: str) -> Any:
 class Settings:
     """Configuration shared by all services, the CLI and the Python client."""
 
-    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0", "Redis to use.")
+    redis_url: str = _env(
+        "REDIS_URL", "redis://localhost:6379/0",
+        "Redis to use: `redis://`, `rediss://` or `unix://` (one node); "
+        "`redis+cluster://HOST:PORT[,HOST:PORT...]` (Redis Cluster seeds); "
+        "`redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` (Sentinel).",
+    )
     redis_timeout_ms: int = _env(
         "PHOENIXQ_REDIS_TIMEOUT_MS", 2000, "Connect and command timeout for Redis calls."
+    )
+    durable_enqueue_replicas: int = _env(
+        "PHOENIXQ_DURABLE_ENQUEUE_REPLICAS", 0,
+        "Answer 202 only once this many replicas have the job (WAIT), else 503 (0: off).",
+    )
+    durable_enqueue_timeout_ms: int = _env(
+        "PHOENIXQ_DURABLE_ENQUEUE_TIMEOUT_MS", 1000, "Longest WAIT for those replicas."
     )
     host: str = _env("HOST", "0.0.0.0", "Address the API (and health servers) bind to.")
     port: int = _env("PORT", 3000, "API port.")
@@ -101,6 +113,22 @@ class Settings:
             raise ValueError("PHOENIXQ_BACKOFF_CAP_MS must be >= PHOENIXQ_BACKOFF_BASE_MS")
         if self.worker_ttl_ms <= self.heartbeat_ms:
             raise ValueError("PHOENIXQ_WORKER_TTL_MS must exceed PHOENIXQ_HEARTBEAT_MS")
+        self._validate_redis()
+
+    def _validate_redis(self) -> None:
+        from shared.connection import parse_redis_url  # connection imports this module
+
+        target = parse_redis_url(self.redis_url)
+        if self.durable_enqueue_replicas < 0:
+            raise ValueError("PHOENIXQ_DURABLE_ENQUEUE_REPLICAS must be >= 0")
+        if self.durable_enqueue_replicas and target.kind == "cluster":
+            raise ValueError("PHOENIXQ_DURABLE_ENQUEUE_REPLICAS is not supported on Redis "
+                             "Cluster (WAIT must share the script's connection)")
+        if self.durable_enqueue_replicas and (
+            self.durable_enqueue_timeout_ms >= self.redis_timeout_ms
+        ):
+            raise ValueError("PHOENIXQ_DURABLE_ENQUEUE_TIMEOUT_MS must be below "
+                             "PHOENIXQ_REDIS_TIMEOUT_MS")
 
     @property
     def queue_list(self) -> list[str]:

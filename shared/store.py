@@ -12,12 +12,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
 from shared.errors import Code, InvalidState, JobNotFound, check
 from shared.jobs import CLAIM_FIELDS_ARG, Job, JobSpec
 from shared.lua import Scripts
 from shared.settings import Settings
+
+
+class NotReplicated(RedisTimeoutError):
+    """Durable enqueue: fewer replicas than required acknowledged the write in time.
+
+    The job is on the master (not rolled back) but may not survive a failover; callers
+    answer 503 and the client retries with the same idempotency key.
+    """
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,15 +117,34 @@ class Store:
         """Enqueue resolved specs of one queue atomically (see enqueue.lua)."""
         s = self.settings
         await self._register_queue(queue)
-        rows = await self.scripts.enqueue(
-            keys=[keys.ready(queue), keys.scheduled(queue), keys.events(queue)],
-            args=[
+        call = {
+            "keys": [keys.ready(queue), keys.scheduled(queue), keys.events(queue)],
+            "args": [
                 keys.job_prefix(queue), keys.idem_prefix(queue), _now(now),
                 s.idempotency_ttl_ms, s.events_maxlen, keys.wake_channel(), queue,
                 orjson.dumps([spec.to_script() for spec in specs]),
             ],
-        )
+        }
+        if s.durable_enqueue_replicas:
+            rows = await self._enqueue_replicated(call)
+        else:
+            rows = await self.scripts.enqueue(**call)
         return [EnqueueResult(r[0].decode(), r[1].decode(), bool(r[2])) for r in rows]
+
+    async def _enqueue_replicated(self, call: dict[str, Any]) -> list[Any]:
+        """The enqueue script then WAIT, on one connection (WAIT covers that client's writes)."""
+        s = self.settings
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self.scripts.enqueue(**call, client=pipe)
+            pipe.execute_command("WAIT", s.durable_enqueue_replicas,
+                                 s.durable_enqueue_timeout_ms)
+            rows, acked = await pipe.execute()
+        if acked < s.durable_enqueue_replicas:
+            raise NotReplicated(
+                f"{acked} of {s.durable_enqueue_replicas} replicas acknowledged the enqueue "
+                f"within {s.durable_enqueue_timeout_ms} ms; retry with the same idempotency key"
+            )
+        return rows
 
     async def _register_queue(self, queue: str) -> None:
         if queue not in self._known_queues:

@@ -54,6 +54,6 @@ class Producer:
                             self.gaps.append(time.monotonic() - since)
                         return
                     self.refused += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.refused += 1
             await asyncio.sleep(0.05)
