@@ -105,3 +105,72 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class Supervisor:
+    """Keeps ``count`` processes of one service running, like a process manager would.
+
+    ``step()`` restarts whatever died and counts why: exit code 137 is a failpoint's
+    ``os._exit(137)`` (``exits``); with ``detect_hangs`` a process whose main thread sits
+    in a sleep syscall (a ``hang`` failpoint) on two looks is SIGKILLed and restarted
+    (``hangs``). Any other exit code is kept in ``other_exits`` (a test should fail on it).
+    """
+
+    def __init__(self, topology: Topology, name: str, count: int, *,
+                 detect_hangs: bool = False, **env: str) -> None:
+        self.topology, self.name, self.count, self.env = topology, name, count, env
+        self.detect_hangs = detect_hangs
+        self.procs: list[ServiceProcess] = []
+        self.exits = 0
+        self.hangs = 0
+        self.other_exits: list[int] = []
+        self._suspect: set[int] = set()
+        self.started: list[ServiceProcess] = []  # every process ever started, for its logs
+
+    @property
+    def hits(self) -> int:
+        return self.exits + self.hangs
+
+    def _spawn(self) -> ServiceProcess:
+        # Not ``topology.start``: a process may freeze before its ready line is flushed
+        # (log lines are written once per event-loop turn), so nothing waits for it here.
+        proc = ServiceProcess(self.name, {**self.topology.env, **self.env}).start()
+        self.topology.procs.append(proc)
+        self.started.append(proc)
+        return proc
+
+    async def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+
+    async def step(self) -> None:
+        replace: list[ServiceProcess] = []
+        for proc in self.procs:
+            if not proc.alive():
+                code = proc.proc.returncode if proc.proc is not None else None
+                if code == 137:
+                    self.exits += 1
+                else:
+                    self.other_exits.append(code if code is not None else -1)
+                proc.close()
+                replace.append(proc)
+            elif self.detect_hangs and in_sleep_syscall(proc.pid):
+                if proc.pid in self._suspect:
+                    proc.kill()
+                    proc.close()
+                    self.hangs += 1
+                    replace.append(proc)
+                else:
+                    self._suspect.add(proc.pid)
+            else:
+                self._suspect.discard(proc.pid)
+        if replace:
+            for proc in replace:
+                self.procs.remove(proc)
+            self.procs += [self._spawn() for _ in replace]
+
+    def kill_all(self) -> None:
+        """SIGKILL every supervised process (and stop supervising)."""
+        for proc in self.procs:
+            proc.kill()
+            proc.close()
+        self.procs = []
