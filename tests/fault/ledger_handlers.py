@@ -10,9 +10,10 @@ Handler types (``payload`` is a dict or null; ``seconds`` is optional everywhere
 * ``ledger.sleep``   sleep ``seconds`` (default 1), then apply the effect.
 * ``ledger.raise``   always raise ``RuntimeError`` (a poison job that fails).
 * ``ledger.crash``   ``os._exit(137)``: kill its own worker process (a poison job that kills).
-* ``ledger.freeze``  wait until ``group`` handlers of this process are waiting, then the
-  last one SIGSTOPs its own process; after SIGCONT every one applies its effect. This
-  makes a zombie whose handlers are all done and whose completions are all late.
+* ``ledger.freeze``  on its first attempt: wait until ``group`` handlers of this process
+  are waiting, then the last one SIGSTOPs its own process; after SIGCONT every one
+  applies its effect. This makes a zombie whose handlers are all done and whose effects
+  and completions are all late. On later attempts it just applies its effect.
 
 The effect, the Stripe way: inside one transaction, ``INSERT OR IGNORE`` into ``guard``
 keyed by the job's idempotency key (the job id when it has none); only when that row is
@@ -186,6 +187,8 @@ async def freeze(job: phoenixq.Job) -> dict[str, Any]:
     payload = job.payload if isinstance(job.payload, dict) else {}
     group = int(payload.get("group", 1))
     n = _start(job)
+    if job.attempt > 1:
+        return {"applied": _apply(job, n), "pid": os.getpid()}
     _frozen_waiting += 1
     if _frozen_waiting >= group:
         _frozen_waiting = 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from shared import keys
@@ -174,3 +175,16 @@ class Supervisor:
             proc.kill()
             proc.close()
         self.procs = []
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float, what: str,
+                   interval: float = 0.05) -> Any:
+    """Poll a plain (non-async) condition without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
