@@ -38,27 +38,22 @@ class JobSpec:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def resolved(self, settings: Settings) -> JobSpec:
-        """A validated copy with every default filled in; raises ``ValidationError``."""
-        spec = JobSpec(
-            type=self.type,
-            payload=self.payload,
-            queue=self.queue,
-            delay_ms=self.delay_ms,
-            run_at_ms=self.run_at_ms,
-            max_attempts=_pick(self.max_attempts, settings.max_attempts),
-            timeout_ms=_pick(self.timeout_ms, settings.job_timeout_ms),
-            visibility_timeout_ms=_pick(
-                self.visibility_timeout_ms, settings.visibility_timeout_ms
-            ),
-            backoff_base_ms=_pick(self.backoff_base_ms, settings.backoff_base_ms),
-            backoff_cap_ms=_pick(self.backoff_cap_ms, settings.backoff_cap_ms),
-            idempotency_key=self.idempotency_key,
-            request_id=self.request_id,
-            traceparent=self.traceparent,
-            id=self.id,
-        )
-        spec.validate(settings)
-        return spec
+        """Fill every unset number with the settings' default, validate, return ``self``.
+
+        Raises ``ValidationError``. Resolving twice is harmless.
+        """
+        if self.max_attempts is None:
+            self.max_attempts = settings.max_attempts
+        if self.timeout_ms is None:
+            self.timeout_ms = settings.job_timeout_ms
+        if self.visibility_timeout_ms is None:
+            self.visibility_timeout_ms = settings.visibility_timeout_ms
+        if self.backoff_base_ms is None:
+            self.backoff_base_ms = settings.backoff_base_ms
+        if self.backoff_cap_ms is None:
+            self.backoff_cap_ms = settings.backoff_cap_ms
+        self.validate(settings)
+        return self
 
     def validate(self, settings: Settings) -> None:
         validate_name("type", self.type)

@@ -23,7 +23,7 @@ local idem_ttl, maxlen = tonumber(ARGV[4]), ARGV[5]
 local channel, queue = ARGV[6], ARGV[7]
 local jobs = cjson.decode(ARGV[8])
 
-local out = {}
+local out, ready_ids = {}, {}
 for _, j in ipairs(jobs) do
   local duplicate_of = false
   if j.idem_key ~= nil and j.idem_key ~= '' then
@@ -47,16 +47,21 @@ for _, j in ipairs(jobs) do
     redis.call('HSET', jk, 'id', j.id, 'type', j.type, 'queue', queue, 'payload', j.payload,
       'state', state, 'attempt', 0, 'max_attempts', j.max_attempts,
       'timeout_ms', j.timeout_ms, 'vt_ms', j.vt_ms, 'backoff_base_ms', j.backoff_base_ms,
-      'backoff_cap_ms', j.backoff_cap_ms, 'idem_key', j.idem_key or '',
-      'created_at', now, 'available_at', due, 'token', 0,
-      'request_id', j.request_id or '', 'traceparent', j.traceparent or '')
+      'backoff_cap_ms', j.backoff_cap_ms, 'created_at', now, 'available_at', due, 'token', 0)
+    if (j.idem_key or '') ~= '' then redis.call('HSET', jk, 'idem_key', j.idem_key) end
+    if (j.request_id or '') ~= '' then redis.call('HSET', jk, 'request_id', j.request_id) end
+    if (j.traceparent or '') ~= '' then redis.call('HSET', jk, 'traceparent', j.traceparent) end
     if state == 'queued' then
-      redis.call('LPUSH', k_ready, j.id)
+      table.insert(ready_ids, j.id)
     else
       schedule_at(k_scheduled, j.id, due, channel, queue)
     end
     emit(k_events, maxlen, j.id, state, 0, 'type', j.type)
     table.insert(out, {j.id, state, 0})
   end
+end
+-- one LPUSH per 1,000 ids (in enqueue order), not one per job
+for first = 1, #ready_ids, 1000 do
+  redis.call('LPUSH', k_ready, unpack(ready_ids, first, math.min(first + 999, #ready_ids)))
 end
 return out
