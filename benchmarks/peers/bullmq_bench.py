@@ -7,7 +7,9 @@ benchmark runs it at 10 (SAQ's and arq's default) — see docs/performance.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bullmq import Queue, Worker
@@ -25,14 +27,8 @@ from benchmarks.common import (
 )
 
 CONCURRENCY = 10
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 async def process(job: Any, token: str) -> None:

@@ -6,8 +6,10 @@ of CPUs, started in-process with ``app.worker_main``.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from celery import Celery
@@ -27,14 +29,8 @@ CONCURRENCY = os.cpu_count() or 1  # celery worker --concurrency default
 app = Celery("bench", broker=redis_url())
 app.conf.task_default_queue = QUEUE
 app.conf.broker_connection_retry_on_startup = True
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 @app.task(name="bench.incr")

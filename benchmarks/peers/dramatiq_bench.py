@@ -6,8 +6,10 @@ runs).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -26,14 +28,8 @@ from benchmarks.common import (
 CONCURRENCY = 8  # dramatiq.Worker's default worker_threads
 broker = RedisBroker(url=redis_url())
 dramatiq.set_broker(broker)
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 @dramatiq.actor(actor_name="bench_incr", queue_name=QUEUE)

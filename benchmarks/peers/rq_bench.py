@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from redis import Redis
@@ -22,14 +24,8 @@ from benchmarks.common import (
 CONCURRENCY = 1  # a SimpleWorker runs one job at a time
 INCR = "benchmarks.peers.rq_bench.incr"
 LATE = "benchmarks.peers.rq_bench.late"
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 def incr() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,14 +22,8 @@ from benchmarks.common import (
 )
 
 CONCURRENCY = 10  # saq.Worker's default
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 async def incr(ctx: Any) -> None:

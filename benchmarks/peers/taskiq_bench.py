@@ -9,7 +9,9 @@ source), so the delayed row is n/a.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from taskiq.api import run_receiver_task
@@ -19,14 +21,8 @@ from benchmarks.common import COUNTER, QUEUE, Adapter, main, redis_url
 
 CONCURRENCY = 100  # taskiq worker --max-async-tasks default
 broker = RedisStreamBroker(url=redis_url(), queue_name=QUEUE)
-_client: Redis | None = None
-
-
-def _redis() -> Redis:
-    global _client
-    if _client is None:
-        _client = Redis.from_url(redis_url())
-    return _client
+#: One client per worker process, made on first use.
+_redis: Callable[[], Redis] = functools.cache(lambda: Redis.from_url(redis_url()))
 
 
 @broker.task(task_name="bench.incr")
