@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from shared.store import Store
+from tests.fault import checker
 from tests.fault.load import (
     API_BOUND_S,
     LOAD_MARGIN_S,
@@ -179,9 +180,8 @@ async def test_lost_blmove_reply_is_handed_back(store: Store, queue: str) -> Non
             lambda: now(ran == [res.job_id]), 15, what="the stranded job to run")
         job = await store.get_job(res.job_id, queue)
         assert lost == [res.job_id] and job.attempt == 1
-        checker_line = (f"FAULT lost-blmove-reply: stranded=1 handed_back=1 ran={len(ran)} "
-                        f"attempts={job.attempt}")
-        print(checker_line)
+        checker.publish("lost-blmove-reply", {"stranded": 1, "ran": len(ran),
+                                              "attempts": job.attempt})
     finally:
         worker.stop()
         await task

@@ -94,6 +94,7 @@ async def test_redis_unreachable(how: str, redis_factory: Callable[..., RedisSer
             assert proxy is not None
             proxy.blackhole(outage)
         await asyncio.sleep(outage)  # the fault lasts (a bounded sleep, not a sync point)
+        ending_at = time.monotonic()
         if how == "kill":
             await asyncio.to_thread(server.start)  # same port, same AOF
         elif how == "pause":
@@ -117,7 +118,7 @@ async def test_redis_unreachable(how: str, redis_factory: Callable[..., RedisSer
         assert api_back is not None and work_back is not None
         retries = [len([ln for ln in w.events("Redis unavailable, claim retrying")
                         if ln.get("queue") == queue]) for w in workers]
-        in_outage = [ack for ack in load.ack_times if fault_at + 0.5 < ack < back_at]
+        in_outage = [ack for ack in load.ack_times if fault_at + 0.5 < ack < ending_at]
         report.publish(
             outage_s=outage, **load.figures(),
             api_recovered_in_s=round(api_back - back_at, 2),
