@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -53,14 +55,26 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def serve(settings: Settings) -> None:
+    """Run the API until SIGTERM or SIGINT; "API listening" is logged once the port is
+    bound and the signal handlers are installed, so a caller may connect (or stop it)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("API listening", host=settings.host, port=settings.port,
+                 auth=bool(settings.api_token))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("Stopped", service="api")
+
+
 def main() -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service="api")
-    app = create_app(settings)
-
-    async def announce(_: web.Application) -> None:  # signal handlers are installed by now
-        log.info("API listening", host=settings.host, port=settings.port,
-                 auth=bool(settings.api_token))
-
-    app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    asyncio.run(serve(settings))
