@@ -17,7 +17,14 @@ import pytest
 from shared import keys
 from shared.store import Store
 from tests.fault import checker
-from tests.fault.util import effect_specs, enqueue, job_states, start, worker_id
+from tests.fault.util import (
+    effect_specs,
+    enqueue,
+    job_states,
+    start,
+    wait_for,
+    worker_id,
+)
 from tests.harness.services import ServiceProcess, Topology
 
 pytestmark = pytest.mark.fault
@@ -67,6 +74,7 @@ async def test_sigkill_workers_at_random(fault_topology: Topology, fault_store: 
     marks = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
     trackers: list[asyncio.Task[float]] = []
     held_total = 0
+    restarts: list[asyncio.Task[ServiceProcess]] = []
     for mark in marks:
         while await fault_store.redis.zcard(keys.completed(queue)) < mark * total:
             await asyncio.sleep(0.02)
@@ -83,12 +91,17 @@ async def test_sigkill_workers_at_random(fault_topology: Topology, fault_store: 
             trackers.append(asyncio.create_task(
                 recovery_time(fault_store, queue, wid, held, killed_at)))
         workers.remove(victim)
-        workers.append(await start(fault_topology, "worker"))
+        # Restart in the background: the next kill follows progress, not the restart.
+        restarts.append(asyncio.create_task(start(fault_topology, "worker")))
+        restarts[-1].add_done_callback(lambda t: workers.append(t.result()))
 
+    await asyncio.gather(*restarts)
     recovery_ms = await asyncio.gather(*trackers)
     await checker.settle(fault_store, queue, total, timeout=300)
+    # Every killed worker is recovered, also one that held nothing (its TTL must run out).
+    await wait_for(lambda: len(_recovered(reaper)) >= kills, 60, "every kill to be recovered")
     report = await checker.check(fault_store, queue, acked, ledger_path, name="kill-workers")
-    recovered = {line["dead_worker"] for line in reaper.events("Recovered jobs of a dead worker")}
+    recovered = _recovered(reaper)
     report.publish(
         recovery_ms, kills=kills, kills_holding_jobs=len(trackers), held_at_kill=held_total,
         workers=n_workers,
@@ -103,3 +116,7 @@ async def test_sigkill_workers_at_random(fault_topology: Topology, fault_store: 
     # Duplicate deliveries are allowed (at-least-once), but only because of the kills:
     # no job ran more often than it was held by a killed worker plus once.
     assert report.dup_deliveries <= held_total
+
+
+def _recovered(reaper: ServiceProcess) -> set[str]:
+    return {line["dead_worker"] for line in reaper.events("Recovered jobs of a dead worker")}
