@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from services.worker.completer import Completer
 from shared import failpoints, metrics, tracing
 from shared import logging as plog
@@ -63,7 +66,10 @@ class Worker:
         self.queues = settings.queue_list
         self.log = plog.get_logger("worker").bind(worker_id=self.id)
         self.redis = connect(settings, client_name=f"phx-worker-{self.id}")
-        self.blocking = connect(settings, blocking_s=BLOCK_S)
+        # No transparent retry for BLMOVE: when a reset loses the reply of a BLMOVE the
+        # server ran, a silent retry would strand the moved id in our processing list;
+        # the error must reach the claim loop, which then hands unclaimed ids back.
+        self.blocking = connect(settings, blocking_s=BLOCK_S, retry=Retry(NoBackoff(), 0))
         self.store = Store(self.redis, settings)
         self.completer = Completer(self.store, self.id)
         self.running: dict[str, Running] = {}
