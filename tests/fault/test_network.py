@@ -186,3 +186,55 @@ async def test_lost_blmove_reply_is_handed_back(store: Store, queue: str) -> Non
         worker.stop()
         await task
         await worker.shutdown()
+
+
+async def test_reset_after_blmove_ran_is_not_a_silent_retry(
+    redis_factory: Callable[..., RedisServer], direct_store: Callable[..., Store], queue: str,
+) -> None:
+    """Regression: a connection reset after the server ran a worker's BLMOVE.
+
+    redis-py retried the BLMOVE on a fresh connection without telling anyone, so the id
+    the first BLMOVE had moved stayed in the live worker's processing list, unleased and
+    unseen. Over the wire: the worker waits in BLMOVE through the proxy; the proxy
+    blackholes (the reply is dropped) while a job is enqueued, then resets the connection.
+    """
+    from services.worker.service import Worker
+    from shared.handlers import Registry
+    from shared.jobs import JobSpec
+    from shared.settings import Settings
+
+    server = redis_factory()
+    proxy = FaultProxy(server.port).start()
+    store = direct_store(server, queue)
+    settings = Settings.from_env({}, redis_url=proxy.url, queues=queue, heartbeat_ms=200,
+                                 worker_ttl_ms=60_000)
+    registry = Registry()
+    ran: list[str] = []
+
+    @registry.handler("ok")
+    async def ok(job: object) -> None:
+        ran.append(job.id)  # type: ignore[attr-defined]
+
+    worker = Worker(settings, registry, worker_id="w-reset")
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        async def blocked() -> bool:
+            clients = await store.redis.client_list()
+            return any(c.get("cmd") == "blmove" and int(c.get("age", 9)) < 1 for c in clients)
+
+        await async_wait_until(blocked, 10, what="the worker to wait in BLMOVE")
+        proxy.blackhole(1.0)
+        spec = JobSpec(type="ok", queue=queue).resolved(store.settings)
+        (res,) = await store.enqueue(queue, [spec])
+        moved = await store.processing_ids(queue, "w-reset")
+        await async_wait_until(lambda: now(not proxy.in_blackhole), 10, what="blackhole end")
+        await async_wait_until(lambda: now(ran == [res.job_id]), 15,
+                               what="the job the lost BLMOVE moved to run")
+        checker.publish("reset-after-blmove", {"moved_during_blackhole": len(moved),
+                                               "ran": len(ran), "proxy_resets": proxy.resets})
+    finally:
+        worker.stop()
+        await task
+        await worker.shutdown()
+        proxy.stop()
