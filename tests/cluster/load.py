@@ -2,7 +2,9 @@
 
 Each job carries its own idempotency key, and a request that fails (503, reset) is
 retried with the same key, so a retry never makes a second job. ``acked`` holds the
-ids the API answered 202 for: the jobs PhoenixQ promised to keep.
+ids the API answered 202 for, or 200 "duplicate" for a retry whose first attempt was
+written but not acknowledged (a durable enqueue whose WAIT fell short): the jobs
+PhoenixQ promised to keep.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class Producer:
     queues: list[str]
     job: dict = field(default_factory=lambda: {"type": "noop"})
     acked: list[str] = field(default_factory=list)
-    refused: int = 0  # answers other than 202 (each then retried)
+    refused: int = 0  # answers other than 200/202 (each then retried)
     gaps: list[float] = field(default_factory=list)  # seconds without a 202
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -48,7 +50,7 @@ class Producer:
         while not self._stop.is_set():
             try:
                 async with http.post(f"{self.api_url}/jobs", json=body) as resp:
-                    if resp.status == 202:
+                    if resp.status in (200, 202):  # 200: an earlier try was written
                         self.acked.append((await resp.json())["jobId"])
                         if time.monotonic() - since > 0.5:
                             self.gaps.append(time.monotonic() - since)
