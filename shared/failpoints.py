@@ -42,6 +42,9 @@ def hit(name: str) -> None:
     point = _ACTIVE.get(name)
     if point is None or random.random() >= point[1]:
         return
+    from shared import logging as plog
+
+    plog.flush()  # the simulated crash keeps what a real one would have written
     if point[0] == "exit":
         os._exit(137)
     while True:  # hang: freeze the whole process, like SIGSTOP

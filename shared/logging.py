@@ -1,8 +1,10 @@
 """structlog configured for JSON lines on stdout, cheap enough for a per-job line.
 
-Lines are rendered with orjson and written once per event-loop iteration (one write
-for every line logged in that iteration) rather than one write and flush per line;
-outside an event loop every line is written at once.
+Lines are rendered with orjson. Info and debug lines are written once per event-loop
+iteration (one write for every line logged in that iteration) rather than one write
+and flush per line; warnings and errors, and every line outside an event loop, are
+written at once. A process killed with SIGKILL loses at most the info lines of the
+iteration it died in.
 """
 
 from __future__ import annotations
@@ -63,15 +65,31 @@ class LineWriter:
             except (BrokenPipeError, ValueError):
                 pass
 
-    log = debug = info = warning = warn = error = critical = exception = msg
+    def msg_now(self, line: bytes) -> None:
+        """Warnings and errors are written at once, with anything buffered before them."""
+        self._lines.append(line)
+        self.flush()
+
+    log = debug = info = msg
+    warning = warn = error = critical = exception = msg_now
 
 
 class LineWriterFactory:
     def __init__(self, stream: BinaryIO) -> None:
         self._writer = LineWriter(stream)
+        _writers.append(self._writer)
 
     def __call__(self, *args: object) -> LineWriter:
         return self._writer
+
+
+_writers: list[LineWriter] = []
+
+
+def flush() -> None:
+    """Write every buffered line now (before a deliberate exit or freeze)."""
+    for writer in _writers:
+        writer.flush()
 
 
 def configure(level: str = "INFO", service: str = "", stream: BinaryIO | None = None) -> None:
