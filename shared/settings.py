@@ -40,7 +40,7 @@ class Settings:
     host: str = _env("HOST", "0.0.0.0", "Address the API (and health servers) bind to.")
     port: int = _env("PORT", 3000, "API port.")
     health_port: int = _env(
-        "PHOENIXQ_HEALTH_PORT", 0, "Port for /healthz of scheduler, worker, reaper (0: off)."
+        "PHOENIXQ_HEALTH_PORT", 0, "/healthz and /metrics port of non-API services (0: off)."
     )
     api_token: str = _env("PHOENIXQ_API_TOKEN", "", "Bearer token the API demands (empty: off).")
     api_max_body_bytes: int = _env(
@@ -50,7 +50,7 @@ class Settings:
         "PHOENIXQ_HANDLERS", "phoenixq.demo", "Comma-separated handler modules to import."
     )
     queues: str = _env("PHOENIXQ_QUEUES", "default", "Comma-separated queues a worker serves.")
-    concurrency: int = _env("PHOENIXQ_CONCURRENCY", 16, "Jobs one worker runs at once.")
+    concurrency: int = _env("PHOENIXQ_CONCURRENCY", 32, "Jobs one worker runs at once.")
     max_attempts: int = _env("PHOENIXQ_MAX_ATTEMPTS", 5, "Default attempts per job.")
     max_attempts_cap: int = _env("PHOENIXQ_MAX_ATTEMPTS_CAP", 100, "Largest maxAttempts.")
     visibility_timeout_ms: int = _env(

@@ -197,7 +197,7 @@ def test_config_shows_every_setting_with_its_current_value(settings: Settings) -
     by_var = {r["variable"]: r for r in rows}
     assert list(by_var) == [env_name for env_name, _, _ in describe()]
     assert by_var["PHOENIXQ_CONCURRENCY"]["value"] == 7
-    assert by_var["PHOENIXQ_CONCURRENCY"]["default"] == 16
+    assert by_var["PHOENIXQ_CONCURRENCY"]["default"] == Settings().concurrency
     assert by_var["PHOENIXQ_API_TOKEN"]["value"] == "***"
     assert by_var["REDIS_URL"]["value"] == settings.redis_url
     text = phx(settings, "config", env=env).output
