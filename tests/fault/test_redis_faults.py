@@ -116,14 +116,16 @@ async def test_redis_unreachable(how: str, redis_factory: Callable[..., RedisSer
         api_back = load.first_ack_after(back_at)
         work_back = progress.first_growth_after(back_at)
         assert api_back is not None and work_back is not None
-        retries = [len([ln for ln in w.events("Redis unavailable, claim retrying")
-                        if ln.get("queue") == queue]) for w in workers]
+        # every retry a worker made against the dead Redis (claim, hand-back, heartbeat)
+        retries = [sum(1 for ln in list(w.lines)
+                       if str(ln.get("event", "")).startswith("Redis unavailable"))
+                   for w in workers]
         in_outage = [ack for ack in load.ack_times if fault_at + 0.5 < ack < ending_at]
         report.publish(
             outage_s=outage, **load.figures(),
             api_recovered_in_s=round(api_back - back_at, 2),
             recovered_in_s=round(work_back - back_at, 2),
-            worker_claim_retries=max(retries), dup_delivered_jobs=report.dup_delivered_jobs,
+            worker_redis_retries_max=max(retries), dup_delivered_jobs=report.dup_delivered_jobs,
             acked_during_outage=len(in_outage),
         )
         report.assert_ok(dead_allowed=False)
@@ -132,7 +134,7 @@ async def test_redis_unreachable(how: str, redis_factory: Callable[..., RedisSer
         assert load.max_503_s <= API_BOUND_S + LOAD_MARGIN_S, load.latency_by_status
         assert all(w.alive() for w in workers), "a worker died during the outage"
         # jittered exponential backoff (cap 5 s): a handful of tries, never a hot loop
-        assert max(retries) <= 4 * outage + 10, retries
+        assert max(retries) <= 8 * outage + 20, retries
         if how != "proxy":
             assert not in_outage, "acknowledged while Redis was down?"
     finally:
