@@ -237,7 +237,7 @@ STAT_COLUMNS = ("queued", "scheduled", "processing", "retrying", "dead", "comple
 
 async def collect_stats(store: Store, queue: str | None) -> list[dict[str, Any]]:
     queues = [queue] if queue else await store.queues()
-    return [(await store.queue_stats(q)).to_api() for q in queues]
+    return [stats.to_api() for stats in await store.queues_stats(queues)]
 
 
 def add_rates(now: list[dict[str, Any]], before: list[dict[str, Any]] | None,

@@ -228,7 +228,7 @@ class QueueStatsCollector(Collector):
 
     @staticmethod
     async def _read(store: Store) -> list[QueueStats]:
-        return list(await asyncio.gather(*(store.queue_stats(q) for q in await store.queues())))
+        return await store.queues_stats(await store.queues())
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("phoenixq_queue_jobs", "Jobs in a queue, by state; API.",

@@ -360,22 +360,42 @@ class Store:
         return (await self.get_job(job_id)).queue
 
     async def queue_stats(self, queue: str) -> QueueStats:
+        (stats,) = await self.queues_stats([queue])
+        return stats
+
+    async def queues_stats(self, queues: Sequence[str]) -> list[QueueStats]:
+        """Counts per state of many queues in two pipelined round trips, whatever their
+        number (plus one TIME when any queue has a ready job)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(keys.ready(queue))
-            pipe.zcard(keys.scheduled(queue))
-            pipe.zcard(keys.leases(queue))
-            pipe.zcard(keys.retry(queue))
-            pipe.zcard(keys.dead(queue))
-            pipe.zcard(keys.completed(queue))
-            pipe.exists(keys.paused(queue))
-            pipe.lindex(keys.ready(queue), -1)
-            ready, sched, proc, retry, dead, done, paused, oldest = await pipe.execute()
-        age = None
-        if oldest is not None:  # TIME has no key: a cluster pipeline cannot carry it
-            available = await self.redis.hget(keys.job(queue, oldest.decode()), "available_at")
-            if available is not None:
-                age = max(0, await self.redis_time_ms() - int(available))
-        return QueueStats(queue, ready, sched, proc, retry, dead, done, bool(paused), age)
+            for queue in queues:
+                pipe.llen(keys.ready(queue))
+                for zset in (keys.scheduled, keys.leases, keys.retry, keys.dead,
+                             keys.completed):
+                    pipe.zcard(zset(queue))
+                pipe.exists(keys.paused(queue))
+                pipe.lindex(keys.ready(queue), -1)
+            flat = await pipe.execute()
+        rows = [flat[i:i + 8] for i in range(0, len(flat), 8)]
+        ages = await self._oldest_ready_ages(queues, [row[7] for row in rows])
+        return [QueueStats(q, *row[:6], bool(row[6]), age)
+                for q, row, age in zip(queues, rows, ages, strict=True)]
+
+    async def _oldest_ready_ages(
+        self, queues: Sequence[str], oldest: Sequence[bytes | None]
+    ) -> list[int | None]:
+        waiting = [(i, q, o) for i, (q, o) in enumerate(zip(queues, oldest, strict=True)) if o]
+        ages: list[int | None] = [None] * len(queues)
+        if not waiting:
+            return ages
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, queue, job_id in waiting:
+                pipe.hget(keys.job(queue, job_id.decode()), "available_at")
+            available = await pipe.execute()
+        now = await self.redis_time_ms()  # TIME has no key: a cluster pipeline can't carry it
+        for (i, _, _), value in zip(waiting, available, strict=True):
+            if value is not None:
+                ages[i] = max(0, now - int(value))
+        return ages
 
     async def dead_jobs(
         self, queue: str, cursor: int = 0, limit: int = 50

@@ -42,7 +42,7 @@ async def known_queue(request: web.Request) -> str:
 async def list_queues(request: web.Request) -> web.Response:
     """GET /queues — counts per state, oldest ready age and paused flag, per queue."""
     store = request.app[store_key]
-    stats = [(await store.queue_stats(q)).to_api() for q in await store.queues()]
+    stats = [st.to_api() for st in await store.queues_stats(await store.queues())]
     return json_response({"queues": stats})
 
 
