@@ -77,6 +77,16 @@ async def test_enqueue_idempotency_key_returns_first_job(store, queue):
     assert 0 < ttl <= store.settings.idempotency_ttl_ms
 
 
+async def test_enqueue_sent_twice_writes_once(store, queue):
+    job = spec(queue).resolved(store.settings)
+    first = await store.enqueue(queue, [job], now=T0)
+    again = await store.enqueue(queue, [job], now=T0 + 5)  # a retried call, same job id
+    assert (first[0].duplicate, again[0].duplicate) == (False, True)
+    assert again[0].job_id == job.id and again[0].state == "queued"
+    assert await lmembers(store, keys.ready(queue)) == [job.id]
+    assert (await store.get_job(job.id, queue)).created_at == T0
+
+
 async def test_enqueue_batch_is_in_order_and_dedups_within_batch(store, queue):
     specs = [spec(queue, idempotency_key="k"), spec(queue), spec(queue, idempotency_key="k")]
     res = await store.enqueue(queue, [s.resolved(store.settings) for s in specs], now=T0)

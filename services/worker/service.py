@@ -250,7 +250,8 @@ class Worker:
                     if code is Code.OK:
                         self.log.info("Handed back unclaimed job", job_id=job_id, queue=queue)
         except UNAVAILABLE as exc:
-            self.log.warning("Redis unavailable; the reaper will recover", error=str(exc))
+            self.log.warning("Redis unavailable: unclaimed ids not handed back yet",
+                             queue=queue, error=str(exc))
             return False
         return True
 

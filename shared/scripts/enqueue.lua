@@ -15,7 +15,8 @@
 --         traceparent}; run_at (absolute ms, 0 when unset) wins over delay_ms.
 -- Returns an array with one {job id, state, duplicate 0|1} per job, in order. A job
 -- whose idempotency key is live answers with the first job's id and state, and
--- duplicate = 1; nothing is written for it.
+-- duplicate = 1; nothing is written for it. So does a job whose id already exists (a
+-- client's retry of a call whose reply was lost): enqueue is safe to send twice.
 local k_ready, k_scheduled, k_events = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, idem_prefix = ARGV[1], ARGV[2]
 local now = now_ms(ARGV[3])
@@ -26,7 +27,9 @@ local jobs = cjson.decode(ARGV[8])
 local out, ready_ids = {}, {}
 for _, j in ipairs(jobs) do
   local duplicate_of = false
-  if j.idem_key ~= nil and j.idem_key ~= '' then
+  if redis.call('EXISTS', job_prefix .. j.id) == 1 then
+    duplicate_of = j.id
+  elseif j.idem_key ~= nil and j.idem_key ~= '' then
     local ik = idem_prefix .. j.idem_key
     local first = redis.call('GET', ik)
     if first then
