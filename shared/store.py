@@ -62,6 +62,7 @@ class RecoverResult:
     retrying: int = 0
     dead: int = 0
     requeued: int = 0
+    found: bool = True  # False: another reaper had already recovered this worker
 
 
 @dataclass(slots=True, frozen=True)
@@ -296,7 +297,8 @@ class Store:
             args=[keys.job_prefix(queue), worker_id, _now(now), _seed(),
                   self.settings.events_maxlen, keys.wake_channel(), queue],
         )
-        return RecoverResult(code == Code.ALIVE, retrying, dead, requeued)
+        return RecoverResult(code == Code.ALIVE, retrying, dead, requeued,
+                             found=code != Code.NOT_FOUND)
 
     async def trim_retention(self, queue: str, now: int | None = None) -> tuple[int, int]:
         s = self.settings

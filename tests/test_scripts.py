@@ -341,6 +341,15 @@ async def test_recover_worker_takes_back_claimed_and_unclaimed(store, queue):
     assert await zmembers(store, keys.leases(queue)) == {}
 
 
+async def test_recover_worker_twice_finds_nothing_the_second_time(store, queue):
+    await store.heartbeat(queue, W, now=T0)
+    await claim_one(store, queue, now=T0 + 1)
+    first = await store.recover_worker(queue, W, now=T0 + 60_000)
+    second = await store.recover_worker(queue, W, now=T0 + 60_000)  # a racing reaper
+    assert (first.found, first.retrying) == (True, 1)
+    assert (second.found, second.retrying, second.alive) == (False, 0, False)
+
+
 async def test_dead_workers_uses_deadlines(store, queue):
     await store.heartbeat(queue, "a", now=T0)
     await store.heartbeat(queue, "b", now=T0 + 10_000)

@@ -83,7 +83,7 @@ class Reaper:
     async def _recover(self, queue: str, now_ms: int) -> None:
         for worker_id in await self.store.dead_workers(queue, now_ms):
             res = await self.store.recover_worker(queue, worker_id)
-            if not res.alive:
+            if res.found and not res.alive:
                 metrics.record_recovery(queue, res.retrying, res.dead, res.requeued)
                 self.log.warning("Recovered jobs of a dead worker", queue=queue,
                                  dead_worker=worker_id, retrying=res.retrying, dead=res.dead,

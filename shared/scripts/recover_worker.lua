@@ -15,7 +15,9 @@
 -- ARGV[6] wake channel
 -- ARGV[7] queue name
 -- Returns {code, retrying, dead, requeued}: code 0 recovered; 6 the worker is alive
--- (its deadline is in the future), nothing done. Claimed jobs count their attempt and
+-- (its deadline is in the future), nothing done; 2 nothing to recover (another reaper
+-- already did: the worker is unregistered and its list gone). Claimed jobs count their
+-- attempt and
 -- retry or die; ids moved by BLMOVE but never claimed go back to ready uncharged.
 local k = {workers = KEYS[1], proc = KEYS[2], leases = KEYS[3], ready = KEYS[4],
   retry = KEYS[5], dead = KEYS[6], events = KEYS[7]}
@@ -25,6 +27,7 @@ math.randomseed(tonumber(ARGV[4]))
 
 local deadline = tonumber(redis.call('ZSCORE', k.workers, worker))
 if deadline and deadline > now then return {6, 0, 0, 0} end
+if not deadline and redis.call('EXISTS', k.proc) == 0 then return {2, 0, 0, 0} end
 
 local out = {0, 0, 0, 0}
 local ids = redis.call('LRANGE', k.proc, 0, -1)
