@@ -40,9 +40,15 @@ def queue() -> str:
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, queue: str) -> Settings:
+def redis_url(redis_server: RedisServer) -> str:
+    """The Redis the shared fixtures use (tests/cluster overrides it with a cluster)."""
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, queue: str) -> Settings:
     return Settings.from_env(
-        {}, redis_url=redis_server.url, queues=queue, heartbeat_ms=200, worker_ttl_ms=1000,
+        {}, redis_url=redis_url, queues=queue, heartbeat_ms=200, worker_ttl_ms=1000,
         backoff_base_ms=100, backoff_cap_ms=1000, reaper_interval_ms=100,
     )
 
@@ -55,8 +61,8 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def topology(redis_server: RedisServer, queue: str) -> Iterator[Topology]:
+def topology(redis_url: str, queue: str) -> Iterator[Topology]:
     """Real service processes against the session's Redis, serving this test's queue."""
-    topo = Topology(redis_server.url, PHOENIXQ_QUEUES=queue)
+    topo = Topology(redis_url, PHOENIXQ_QUEUES=queue)
     yield topo
     topo.stop()

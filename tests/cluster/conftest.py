@@ -3,24 +3,20 @@
 The cluster has 3 masters and no replicas: on 2 shared cores the replicas only double
 every write (replication) without adding anything these tests check — failover is
 tested with Sentinel (``test_sentinel.py``), and replica sync made the suite slower
-(see docs/operations.md). Fixtures named like the top-level ones (``settings``,
-``store``, ``topology``, ``queue``) point at the cluster, so core tests imported into
-this package rerun unchanged against it. Queue names rotate over the masters.
+(see docs/operations.md). ``redis_url`` and ``queue`` override the top-level fixtures,
+so ``settings``, ``store`` and ``topology`` point at the cluster and core tests imported
+into this package rerun unchanged against it. Queue names rotate over the masters.
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from shared.connection import connect
-from shared.settings import Settings
-from shared.store import Store
 from tests.harness.cluster import LocalCluster
-from tests.harness.services import Topology
 
 _next_master = itertools.count()
 
@@ -48,22 +44,6 @@ def queue(cluster: LocalCluster) -> str:
 
 
 @pytest.fixture
-def settings(cluster: LocalCluster, queue: str) -> Settings:
-    return Settings.from_env(
-        {}, redis_url=cluster.url, queues=queue, heartbeat_ms=200, worker_ttl_ms=1000,
-        backoff_base_ms=100, backoff_cap_ms=1000, reaper_interval_ms=100,
-    )
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    client = connect(settings)
-    yield Store(client, settings)
-    await client.aclose()
-
-
-@pytest.fixture
-def topology(cluster: LocalCluster, queue: str) -> Iterator[Topology]:
-    topo = Topology(cluster.url, PHOENIXQ_QUEUES=queue)
-    yield topo
-    topo.stop()
+def redis_url(cluster: LocalCluster) -> str:
+    """The shared fixtures (settings, store, topology) run against the cluster."""
+    return cluster.url

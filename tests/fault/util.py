@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ from shared import keys
 from shared.jobs import JobSpec
 from shared.store import Store
 from tests.harness.services import ServiceProcess, Topology
+from tests.harness.wait import async_wait_until
 
 BATCH = 500
 
@@ -180,11 +180,4 @@ class Supervisor:
 async def wait_for(cond: Callable[[], Any], timeout: float, what: str,
                    interval: float = 0.05) -> Any:
     """Poll a plain (non-async) condition without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    return await async_wait_until(cond, timeout, interval, what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,11 +21,14 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float =
         time.sleep(interval)
 
 
-async def async_wait_until(cond: Callable[[], Awaitable[Any]], timeout: float = 10.0,
+async def async_wait_until(cond: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0,
                            interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``cond`` (a plain or an async function) without blocking the event loop."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await cond()
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
