@@ -1,7 +1,10 @@
 """Handlers the benchmark's PhoenixQ workers load (``PHOENIXQ_HANDLERS``).
 
 ``bench.incr`` does the benchmark's one unit of work, an ``INCR`` on the counter, through
-a Redis client it creates on first use. ``bench.late`` (delayed jobs) first records how
+a Redis client it creates on first use. The client is configured like the peers'
+(redis-py 5 defaults, no socket timeout): redis-py 8's default 5 s socket timeout wraps
+every send in ``asyncio.wait_for``, a task per command, which would bill PhoenixQ for
+the benchmark's own INCR. ``bench.late`` (delayed jobs) first records how
 late it started: ``time.time()`` at start minus the job's ``availableAt``.
 """
 
@@ -21,7 +24,8 @@ _client: Redis | None = None
 def _redis() -> Redis:
     global _client
     if _client is None:
-        _client = Redis.from_url(os.environ.get("BENCH_REDIS_URL") or os.environ["REDIS_URL"])
+        url = os.environ.get("BENCH_REDIS_URL") or os.environ["REDIS_URL"]
+        _client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
     return _client
 
 

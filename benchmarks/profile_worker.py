@@ -1,6 +1,7 @@
 """Profile one PhoenixQ worker under load with py-spy (from benchmarks/.venv).
 
-    .venv/bin/python -m benchmarks.profile_worker [--jobs 60000] [--seconds 8] [--tree DIR]
+    .venv/bin/python -m benchmarks.profile_worker [--jobs 60000] [--seconds 8]
+        [--concurrency 32] [--tree DIR]
 
 Fills a private redis-server with no-op jobs, starts ``python -m services.worker`` on
 them, samples it with ``py-spy record --format raw`` once it is past start-up, and
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=60_000)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tree", type=Path, default=None,
                         help="source tree to run the worker from (default: this one)")
     args = parser.parse_args()
@@ -65,7 +67,7 @@ def main() -> None:
     try:
         server.flush()
         run_adapter(ctx, "phoenixq", "fill", str(args.jobs), **extra)
-        procs = start_workers(ctx, "phoenixq", 1, 16, args.jobs, "profile", **extra)
+        procs = start_workers(ctx, "phoenixq", 1, args.concurrency, args.jobs, "profile", **extra)
         while server.count() < args.jobs // 20:
             time.sleep(0.01)
         started, done = time.perf_counter(), server.count()

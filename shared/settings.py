@@ -84,6 +84,10 @@ class Settings:
     )
     log_level: str = _env("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR.")
     log_payloads: bool = _env("PHOENIXQ_LOG_PAYLOADS", False, "Include payloads in log lines.")
+    log_job_start: bool = _env(
+        "PHOENIXQ_LOG_JOB_START", True,
+        "Log `Handling job` when a job starts. Off: one line per job, its outcome.",
+    )
     worker_id: str = _env("PHOENIXQ_WORKER_ID", "", "Worker id (empty: host-pid-random).")
 
     @classmethod

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+import structlog
 
 import phoenixq
 from services.reaper.service import Reaper
@@ -166,14 +167,17 @@ async def test_idempotent_key_already_done_skips_handler(settings, store, queue,
 async def test_concurrency_is_bounded(settings, store, queue, registry):
     settings = Settings.from_env({}, **{**_fields(settings), "concurrency": 3})
     worker = Worker(settings, registry)
-    peak = 0
+    peak = peak_tracked = 0
     async with running(worker):
         ids = [await enqueue(store, queue, "slow", {"seconds": 0.2}) for _ in range(9)]
         for job_id in ids:
             while (await store.get_job(job_id, queue)).state != "completed":
-                peak = max(peak, len(worker.running))
+                handlers = sum(run.in_handler for run in worker.running.values())
+                peak = max(peak, handlers)
+                peak_tracked = max(peak_tracked, len(worker.running))
                 await asyncio.sleep(0.01)
-    assert 1 <= peak <= 3
+    assert 1 <= peak <= 3  # handlers running at once
+    assert peak_tracked <= 6  # plus at most as many awaiting their completion reply
 
 
 async def test_sigterm_drain_hands_back_without_charging(settings, store, queue, registry):
@@ -227,3 +231,22 @@ def _fields(settings: Settings) -> dict:
     import dataclasses
 
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+
+
+@pytest.mark.parametrize("log_start", [True, False])
+async def test_log_lines_per_job(settings, store, queue, registry, log_start):
+    """`PHOENIXQ_LOG_JOB_START=false` leaves one canonical line per job, its outcome."""
+    settings = Settings.from_env({}, **{**_fields(settings), "log_job_start": log_start,
+                                        "log_payloads": True})
+    with structlog.testing.capture_logs() as logs:
+        worker = Worker(settings, registry)
+        async with running(worker):
+            job_id = await enqueue(store, queue, "ok", {"n": 7})
+            await wait_state(store, queue, job_id, "completed")
+    story = [e for e in logs if e.get("job_id") == job_id]
+    assert [e["event"] for e in story] == (["Handling job"] if log_start else []) + [
+        "Completed job"]
+    outcome = story[-1]
+    assert (outcome["transition"], outcome["type"], outcome["attempt"]) == ("completed", "ok", 1)
+    assert "run_ms" in outcome and "wait_ms" in outcome
+    assert story[0]["payload"] == {"n": 7}  # the first line of the job carries the payload

@@ -1,7 +1,9 @@
 """PhoenixQ adapter: the real services, run from the project's own ``.venv``.
 
 ``work`` replaces this process with ``python -m services.worker`` (handlers from
-``benchmarks.phoenixq_handlers``, ``LOG_LEVEL=INFO`` to a log file, every guarantee on);
+``benchmarks.phoenixq_handlers``, ``LOG_LEVEL=INFO`` to a log file with one canonical
+line per job (``PHOENIXQ_LOG_JOB_START=false``, as the speed issue specifies), every
+guarantee on);
 with ``BENCH_SCHEDULER=1`` it first starts ``python -m services.scheduler`` beside it.
 The driver stops both with SIGTERM. Extra command: ``http N [--batch]`` enqueues
 through the HTTP API (``python -m services.api``) from an aiohttp client.
@@ -47,7 +49,7 @@ async def fill(n: int) -> None:
 def service_env(concurrency: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(REDIS_URL=redis_url(), PHOENIXQ_HANDLERS="benchmarks.phoenixq_handlers",
-               PHOENIXQ_QUEUES=QUEUE, LOG_LEVEL="INFO")
+               PHOENIXQ_QUEUES=QUEUE, LOG_LEVEL="INFO", PHOENIXQ_LOG_JOB_START="false")
     if concurrency is not None:
         env["PHOENIXQ_CONCURRENCY"] = str(concurrency)
     return env

@@ -75,6 +75,7 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.metrics = metrics.JobMetrics()
         self._reserved = 0
+        self._finishing = 0  # jobs in self.running whose handler has returned
         self._slots = asyncio.Event()
         self._keeper_wake = asyncio.Event()
         self._keeper_due = 0.0
@@ -192,7 +193,7 @@ class Worker:
     async def _reserve(self, need: int, greedy: bool = True) -> int:
         """Wait until ``need`` slots are free; reserve them (greedy: all free slots)."""
         while not self._stopping.is_set():
-            free = self.settings.concurrency - len(self.running) - self._reserved
+            free = self._free()
             if free >= need:
                 self._reserved += free if greedy else need
                 return free if greedy else need
@@ -200,9 +201,20 @@ class Worker:
             await self._slots.wait()
         return 0
 
+    def _free(self) -> int:
+        """Slots free to claim into: handlers running, not jobs still being completed.
+
+        A job whose handler returned frees its slot at once, so claiming overlaps with
+        its completion round trip. At most ``concurrency`` more jobs may wait for their
+        completion reply, which bounds what a slow Redis can pile up.
+        """
+        c = self.settings.concurrency
+        busy = len(self.running)
+        return min(c - (busy - self._finishing), 2 * c - busy) - self._reserved
+
     def _reserve_free(self) -> int:
         """Reserve every slot free right now, without waiting; returns how many."""
-        free = max(0, self.settings.concurrency - len(self.running) - self._reserved)
+        free = max(0, self._free())
         self._reserved += free
         return free
 
@@ -227,7 +239,9 @@ class Worker:
             self._keeper_wake.set()  # due before the keeper's next wake-up
 
     def _finished(self, job_id: str) -> None:
-        self.running.pop(job_id, None)
+        run = self.running.pop(job_id, None)
+        if run is not None and not run.in_handler:
+            self._finishing -= 1
         self._slots.set()
 
     async def _return_unclaimed(self) -> None:
@@ -264,8 +278,11 @@ class Worker:
                             wait_ms=wait_ms)
         self.metrics.started(job)
         payload = {"payload": job.payload} if self.settings.log_payloads else {}
-        log.info("Handling job", transition="processing", max_attempts=job.max_attempts,
-                 **payload)
+        if self.settings.log_job_start:
+            log.info("Handling job", transition="processing", max_attempts=job.max_attempts,
+                     **payload)
+        elif payload:
+            log = log.bind(**payload)  # the outcome line is the only one: it carries it
         handler = self.registry.get(job.type)
         if handler is None:
             await self._fail(job, log, f"no handler registered for job type {job.type!r}", True,
@@ -295,6 +312,8 @@ class Worker:
             run = self.running.get(job.id)
             if run is not None:
                 run.in_handler = False
+                self._finishing += 1
+                self._slots.set()
 
     async def _complete(self, job: Job, log: Any, result: Any, started: float) -> None:
         run_ms = round((time.monotonic() - started) * 1000, 2)
