@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -69,10 +69,14 @@ def run_service(factory: Callable[[Settings], Service], name: str) -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service=name)
     tracing.configure_from_env(name)
-    try:
-        import uvloop  # optional: faster event loop when installed
+    run(serve(factory(settings), settings))
 
-        runner = uvloop.run
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when it is installed, else asyncio's loop."""
+    try:
+        import uvloop  # optional (not on Windows): a faster event loop
     except ImportError:
-        runner = asyncio.run
-    runner(serve(factory(settings), settings))
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -21,7 +21,7 @@ from services.api.typedefs import (
     store_key,
 )
 from shared import logging as plog
-from shared import metrics
+from shared import metrics, runtime
 from shared.batching import GroupCommit
 from shared.connection import connect
 from shared.settings import Settings
@@ -77,4 +77,4 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service="api")
-    asyncio.run(serve(settings))
+    runtime.run(serve(settings))
