@@ -282,9 +282,18 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        route = _route_of(request)
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        key = (request.method, _route_of(request), status)
+        children = _http_children.get(key)
+        if children is None:  # label lookups cost more than the update: once per key
+            method, route, _ = key
+            children = _http_children[key] = (HTTP_REQUESTS.labels(method, route, str(status)),
+                                              HTTP_SECONDS.labels(method, route))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
+
+
+#: (method, route template, status) -> the request counter and latency histogram children.
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 def _route_of(request: web.Request) -> str:

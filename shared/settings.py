@@ -43,6 +43,10 @@ class Settings:
         "PHOENIXQ_HEALTH_PORT", 0, "/healthz and /metrics port of non-API services (0: off)."
     )
     api_token: str = _env("PHOENIXQ_API_TOKEN", "", "Bearer token the API demands (empty: off).")
+    api_processes: int = _env(
+        "PHOENIXQ_API_PROCESSES", 1,
+        "API processes sharing PORT (SO_REUSEPORT, Linux); each one counts its own metrics.",
+    )
     api_max_body_bytes: int = _env(
         "PHOENIXQ_API_MAX_BODY_BYTES", 1_048_576, "Largest request body the API accepts."
     )
@@ -108,7 +112,7 @@ class Settings:
         positive = (
             "concurrency", "max_attempts", "visibility_timeout_ms", "job_timeout_ms",
             "backoff_base_ms", "heartbeat_ms", "worker_ttl_ms", "reaper_interval_ms",
-            "promote_batch", "reaper_batch", "redis_timeout_ms",
+            "promote_batch", "reaper_batch", "redis_timeout_ms", "api_processes",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -139,3 +140,26 @@ async def test_sigterm_drains_and_exits_zero(topology, queue):
 def test_every_service_stops_cleanly_on_sigterm(topology, module):
     proc = topology.start(module.split(".")[1])
     assert proc.terminate(timeout=15) == 0
+
+
+async def test_api_processes_share_the_port_and_stop_as_one(topology, queue):
+    api = topology.start("api", PHOENIXQ_API_PROCESSES="2")
+    pids = api.wait_log("API supervisor started")["pids"]
+    wait_until(lambda: len(api.events("API listening")) == 2, 15, what="both API processes")
+    replies = [await post_job(topology, {"type": "noop", "queue": queue}) for _ in range(20)]
+    assert {r["_status"] for r in replies} == {202}  # a new connection each: both serve
+    os.kill(pids[0], signal.SIGKILL)  # one dies: the unit stops, for its manager to restart
+    assert api.proc is not None and api.proc.wait(15) == 1
+    wait_until(lambda: not _alive(pids[1]), 15, what="the sibling to stop")
+
+    again = topology.start("api", PHOENIXQ_API_PROCESSES="2")
+    wait_until(lambda: len(again.events("API listening")) == 2, 15, what="both API processes")
+    assert again.terminate(timeout=15) == 0  # SIGTERM reaches both; a clean stop
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -65,7 +69,8 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        reuse = settings.api_processes > 1  # the port is shared by sibling processes
+        await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse).start()
         log.info("API listening", host=settings.host, port=settings.port,
                  auth=bool(settings.api_token))
         await stop.wait()
@@ -77,4 +82,43 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     plog.configure(settings.log_level, service="api")
+    if settings.api_processes > 1 and not os.environ.get(_CHILD):
+        sys.exit(supervise(settings.api_processes))
     runtime.run(serve(settings))
+
+
+_CHILD = "PHOENIXQ_API_CHILD"  # set in the processes ``supervise`` starts
+
+
+def supervise(count: int) -> int:
+    """Run ``count`` API processes on one port; stop them all when one exits or on a signal.
+
+    The children bind with SO_REUSEPORT and the kernel spreads connections over them.
+    A child that dies takes its siblings down and the exit code is non-zero, so the
+    process manager (compose, systemd, honcho) restarts the API as one unit.
+    """
+    env = {**os.environ, _CHILD: "1"}
+    children = [subprocess.Popen([sys.executable, "-m", "services.api"], env=env)
+                for _ in range(count)]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    log.info("API supervisor started", processes=count, pids=[c.pid for c in children])
+    while all(child.poll() is None for child in children):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            children[0].wait(timeout=0.5)
+    if not stopping:
+        log.error("An API process exited; stopping the others",
+                  codes=[child.poll() for child in children])
+        forward(signal.SIGTERM, None)
+    codes = [child.wait() for child in children]
+    return 0 if stopping and all(code in (0, -signal.SIGTERM, -signal.SIGINT) for code in codes) \
+        else 1

@@ -15,7 +15,7 @@ from aiohttp import web
 from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, RedisError
 
 from services.api.problems import Problem, from_http_exception, problem
-from services.api.typedefs import request_id_key, settings_key
+from services.api.typedefs import log_line_key, request_id_key, settings_key
 from shared import logging as plog
 from shared.connection import UNAVAILABLE
 from shared.errors import ValidationError
@@ -46,16 +46,29 @@ def request_id_of(request: web.Request) -> str:
 
 @web.middleware
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id in and out, bound into every log line; one canonical line per request."""
+    """Request id in and out, bound into every log line; one canonical line per request.
+
+    The canonical line is ``Request``, or the event a view named with ``log_line`` (such
+    as ``Enqueued job``), with the view's fields added.
+    """
     request_id = request_id_of(request)
     request[request_id_key] = request_id
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         response = await _guarded(request, handler)
         response.headers["X-Request-Id"] = request_id
-        log.info("Request", method=request.method, path=request.path,
-                 status=response.status, ms=round((time.perf_counter() - started) * 1000, 2))
+        event, fields = request.get(log_line_key, _NO_LINE)
+        log.info(event, method=request.method, path=request.path, status=response.status,
+                 ms=round((time.perf_counter() - started) * 1000, 2), **fields)
     return response
+
+
+_NO_LINE: tuple[str, dict[str, object]] = ("Request", {})
+
+
+def log_line(request: web.Request, event: str, **fields: object) -> None:
+    """Name the request's canonical log line and add fields to it (a view's outcome)."""
+    request[log_line_key] = (event, fields)
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -24,3 +24,5 @@ replay_limit_key = web.AppKey("replay_limit", TokenBucket)
 openapi_key = web.AppKey("openapi", dict[str, Any])
 #: The request id (X-Request-Id in and out), set by the context middleware.
 request_id_key = web.RequestKey("request_id", str)
+#: What the view did, for the request's one log line: its event name and fields.
+log_line_key = web.RequestKey("log_line", tuple[str, dict[str, Any]])

@@ -8,15 +8,13 @@ from aiohttp import web
 
 from services.api import validation as v
 from services.api.docs_page import render_docs
+from services.api.middleware import log_line
 from services.api.openapi import for_app
 from services.api.problems import Problem, json_response
 from services.api.typedefs import enqueuer_key, openapi_key, store_key
-from shared import logging as plog
 from shared.errors import InvalidState, JobNotFound
 from shared.jobs import Job, JobSpec
 from shared.store import EnqueueResult, Store
-
-log = plog.get_logger("api")
 
 
 def _result(res: EnqueueResult) -> dict[str, object]:
@@ -30,8 +28,8 @@ async def create_job(request: web.Request) -> web.Response:
     """POST /jobs — enqueue one job: 202 queued|scheduled, 200 for a duplicate key."""
     spec = v.job_spec(await v.read_json(request), request)
     res = await request.app[enqueuer_key].submit(spec.queue, spec)
-    log.info("Enqueued job", job_id=res.job_id, queue=spec.queue, type=spec.type,
-             status=res.state, duplicate=res.duplicate)
+    log_line(request, "Enqueued job", job_id=res.job_id, queue=spec.queue, type=spec.type,
+             state=res.state, duplicate=res.duplicate)
     status = 200 if res.duplicate else 202
     return json_response(_result(res), status, headers={"Location": f"/jobs/{res.job_id}"})
 
@@ -40,7 +38,7 @@ async def create_batch(request: web.Request) -> web.Response:
     """POST /jobs/batch — up to 1,000 jobs, enqueued atomically per queue."""
     specs = v.batch_specs(await v.read_json(request), request)
     results = await enqueue_grouped(request.app[store_key], specs)
-    log.info("Enqueued batch", jobs=len(specs), queues=len({s.queue for s in specs}),
+    log_line(request, "Enqueued batch", jobs=len(specs), queues=len({s.queue for s in specs}),
              duplicates=sum(r.duplicate for r in results))
     return json_response({"jobs": [_result(r) for r in results]}, 202)
 
@@ -89,7 +87,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     except JobNotFound:
         raise Problem(404, "job_not_found", "Job not found", f"No job {job.id} exists.",
                       field="jobId") from None
-    log.info("Cancelled job", job_id=job.id, queue=job.queue, previous=job.state)
+    log_line(request, "Cancelled job", job_id=job.id, queue=job.queue, previous=job.state)
     return json_response({"jobId": job.id, "status": "cancelled"})
 
 
@@ -103,7 +101,7 @@ async def replay_job(request: web.Request) -> web.Response:
         state = "dead (changed meanwhile)" if job.state == "dead" else job.state
         raise Problem(409, "invalid_state", "Job cannot be replayed",
                       f"The job is {state}; only dead jobs can be replayed.", state=job.state)
-    log.info("Replayed job", job_id=job.id, queue=job.queue)
+    log_line(request, "Replayed job", job_id=job.id, queue=job.queue)
     return json_response({"jobId": job.id, "status": "queued", "replays": job.replays + 1})
 
 
