@@ -51,6 +51,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bench: $(STAMP) ## benchmarks: make bench ARGS="--help"
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y -q wrk >/dev/null; } \
+		|| echo "wrk not installed: the HTTP rows use an aiohttp client instead"
 	$(PY) -m benchmarks.bench $(ARGS)
 
 clean:

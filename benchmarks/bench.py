@@ -48,6 +48,7 @@ LABELS = {"phoenixq": "PhoenixQ", "saq": "SAQ", "arq": "arq", "rq": "RQ (SimpleW
 PACKAGES = {"saq": "saq", "arq": "arq", "rq": "rq", "dramatiq": "dramatiq",
             "taskiq": "taskiq", "celery": "celery", "bullmq": "bullmq"}
 POLL_S = 0.005
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEADY_FROM = 0.05  # steady rate: from the first poll at >= 5% done to the last job
 
 
@@ -219,19 +220,43 @@ def throughput(ctx: Ctx, system: str, n: int, workers: int, concurrency: int) ->
     def on_poll(value: int, now: float) -> None:
         if value >= first and "t5" not in mark:
             mark["t5"], mark["c5"] = now, value
+            mark["w5"], mark["r5"] = workers_cpu_s(procs), ctx.server.cpu_s()
 
     t0 = time.perf_counter()
     procs = start_workers(ctx, system, workers, concurrency, n, f"w{workers}")
     try:
         t_end = wait_count(ctx, n, procs, ctx.timeout_s, on_poll)
-        cpu1 = ctx.server.cpu_s()
+        cpu1, wcpu1 = ctx.server.cpu_s(), workers_cpu_s(procs)
         time.sleep(0.2)
         final = ctx.server.count()
     finally:
         stop_workers(procs)
-    steady = (n - mark["c5"]) / (t_end - mark["t5"]) if t_end > mark["t5"] else math.nan
+    span = t_end - mark["t5"]
+    steady = (n - mark["c5"]) / span if span > 0 else math.nan
+    worker_s, redis_s = wcpu1 - mark["w5"], cpu1 - mark["r5"]
     return {"steady": steady, "total": n / (t_end - t0),
-            "redis_cpu": (cpu1 - cpu0) / (t_end - t0), "extra_runs": final - n}
+            "redis_cpu": (cpu1 - cpu0) / (t_end - t0),
+            "worker_cpu_us": 1e6 * worker_s / (n - mark["c5"]),
+            "cores_busy": (worker_s + redis_s) / span if span > 0 else math.nan,
+            "extra_runs": final - n}
+
+
+def workers_cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) of every process in the workers' process groups.
+
+    Each worker starts its own session, so this counts prefork children and threads
+    too; ``cutime``/``cstime`` keep the share of children that already exited.
+    """
+    groups = {p.pid for p in procs}
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) in groups:
+            total += sum(int(f) for f in fields[11:15])
+    return total / CLOCK_TICKS
 
 
 def enqueue_rate(ctx: Ctx, system: str, n: int, batch: bool) -> float:
@@ -240,10 +265,14 @@ def enqueue_rate(ctx: Ctx, system: str, n: int, batch: bool) -> float:
     return n / float(run_adapter(ctx, system, *args)["seconds"])
 
 
-def http_rate(ctx: Ctx, n: int, batch: bool) -> float:
+def http_rate(ctx: Ctx, n: int, batch: bool, notes: set[str]) -> float:
     ctx.server.flush()
     args = ["http", str(n)] + (["--batch"] if batch else [])
-    return n / float(run_adapter(ctx, "phoenixq", *args)["seconds"])
+    out = run_adapter(ctx, "phoenixq", *args)
+    notes.add(f"- PhoenixQ HTTP rows: load from `{out['client']}` ({out['connections']} "
+              f"connections) against {out['api_processes']} API process(es) "
+              "(`PHOENIXQ_API_PROCESSES`); every accepted job was counted in Redis")
+    return float(out["jobs"]) / float(out["seconds"])
 
 
 def lateness(ctx: Ctx, system: str, n: int, concurrency: int) -> dict[str, float]:
@@ -394,12 +423,14 @@ def measure(results: Results, rows: list[str], system: str, func: Callable[[], A
 
 
 ROWS_1W = ["1 worker: steady jobs/s", "1 worker: total jobs/s (incl. start-up)",
-           "1 worker: Redis CPU busy (fraction of one core)"]
-ROWS_2W = ["2 workers: steady jobs/s", "2 workers: total jobs/s (incl. start-up)"]
+           "1 worker: Redis CPU busy (fraction of one core)",
+           "1 worker: worker CPU per job (µs, all its processes; lower is better)"]
+ROWS_2W = ["2 workers: steady jobs/s", "2 workers: total jobs/s (incl. start-up)",
+           "2 workers: CPU busy, workers + Redis (cores)"]
 ROW_ENQ = "enqueue, single, one client (jobs/s)"
 ROW_BATCH = "enqueue, batch API of 100 (jobs/s)"
-ROW_HTTP = "enqueue over HTTP: POST /jobs, 64 connections (jobs/s)"
-ROW_HTTP_BATCH = "enqueue over HTTP: POST /jobs/batch (jobs/s)"
+ROW_HTTP = "enqueue over HTTP: POST /jobs, 64 connections, 2 API processes (jobs/s)"
+ROW_HTTP_BATCH = "enqueue over HTTP: POST /jobs/batch of 100, 2 API processes (jobs/s)"
 ROWS_LATE = ["delayed: lateness p50 (ms)", "delayed: lateness p99 (ms)",
              "delayed: lateness max (ms)"]
 ROW_AOF = {"everysec": "1 worker, AOF everysec: steady jobs/s",
@@ -420,8 +451,8 @@ def run_plan(plan: Plan, logdir: Path) -> Results:
     server = Server()
     ctx = Ctx(server, logdir, plan.timeout_s)
     conc = plan.concurrency
-    tp_rows = _as_rows(ROWS_1W, ["steady", "total", "redis_cpu"])
-    tp2_rows = _as_rows(ROWS_2W, ["steady", "total"])
+    tp_rows = _as_rows(ROWS_1W, ["steady", "total", "redis_cpu", "worker_cpu_us"])
+    tp2_rows = _as_rows(ROWS_2W, ["steady", "total", "cores_busy"])
     late_rows = _as_rows(ROWS_LATE, ["p50", "p99", "max"])
     try:
         for rep in range(plan.reps):
@@ -445,9 +476,9 @@ def run_plan(plan: Plan, logdir: Path) -> Results:
             if "phoenixq" in plan.systems:
                 print(f"-- HTTP enqueue ({plan.n_http})", flush=True)
                 measure(results, [ROW_HTTP], "phoenixq", lambda: http_rate(
-                    ctx, plan.n_http, False))
+                    ctx, plan.n_http, False, results.notes))
                 measure(results, [ROW_HTTP_BATCH], "phoenixq", lambda: http_rate(
-                    ctx, plan.n_http, True))
+                    ctx, plan.n_http, True, results.notes))
             if plan.delayed_systems:
                 print(f"-- delayed jobs ({plan.n_delayed} over 2 s)", flush=True)
                 for s in plan.delayed_systems:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +29,8 @@ from shared.store import Store
 
 CONCURRENCY = Settings().concurrency  # PHOENIXQ_CONCURRENCY's default
 HTTP_CONNECTIONS = 64
+#: API processes for the HTTP rows (PHOENIXQ_API_PROCESSES; one per core here).
+API_PROCESSES = int(os.environ.get("BENCH_API_PROCESSES", "2"))
 
 
 def _store() -> Store:
@@ -103,18 +107,23 @@ def _free_port() -> int:
 
 
 async def _http(n: int, batch: bool) -> dict[str, Any]:
+    """Enqueue over HTTP: ``wrk`` when installed (it costs the 2 cores least), else an
+    aiohttp client; either way the jobs that reached Redis are counted and checked."""
     import aiohttp
 
     port = _free_port()
     env = service_env()
-    env.update(HOST="127.0.0.1", PORT=str(port))
+    env.update(HOST="127.0.0.1", PORT=str(port), PHOENIXQ_API_PROCESSES=str(API_PROCESSES))
     log = open(os.environ.get("BENCH_LOG", os.devnull), "ab")  # noqa: SIM115
     api = subprocess.Popen([sys.executable, "-m", "services.api"], env=env, stdout=log,
                            stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    job = {"type": "bench.incr", "queue": QUEUE}
+    per_request = BATCH if batch else 1
+    url = f"{base}/jobs/batch" if batch else f"{base}/jobs"
+    body = {"jobs": [job] * BATCH} if batch else job
     try:
-        connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS)
-        async with aiohttp.ClientSession(connector=connector) as http:
+        async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 try:
                     async with http.get(f"{base}/healthz") as resp:
@@ -123,38 +132,77 @@ async def _http(n: int, batch: bool) -> dict[str, Any]:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.05)
-            job = {"type": "bench.incr", "queue": QUEUE}
-            if batch:
-                async with http.post(f"{base}/jobs/batch", json={"jobs": [job]}) as resp:
-                    if resp.status in (404, 405):
-                        return {"error": "no POST /jobs/batch route in services/api"}
-                    if resp.status >= 300:
-                        return {"error": f"POST /jobs/batch answered {resp.status}"}
-                bodies = [{"jobs": [job] * min(BATCH, n - i)} for i in range(0, n, BATCH)]
-                url = f"{base}/jobs/batch"
-            else:
-                bodies = [job] * n
-                url = f"{base}/jobs"
-            pending = iter(bodies)
-            failures = 0
-
-            async def client() -> None:
-                nonlocal failures
-                for body in pending:
-                    async with http.post(url, json=body) as resp:
-                        await resp.read()
-                        failures += resp.status >= 300
-
-            started = time.perf_counter()
-            await asyncio.gather(*(client() for _ in range(HTTP_CONNECTIONS)))
-            elapsed = time.perf_counter() - started
-            if failures:
-                return {"error": f"{failures} requests failed"}
-            return {"seconds": elapsed, "connections": HTTP_CONNECTIONS}
+            async with http.post(url, json=body) as resp:  # warm-up, and is the route there
+                if resp.status >= 300:
+                    return {"error": f"POST {url[len(base):]} answered {resp.status}"}
+        store = _store()
+        before = await store.redis.llen(f"phx:{{{QUEUE}}}:ready")
+        if shutil.which("wrk"):
+            result = _wrk(url, body, n // per_request)
+        else:
+            result = await _aiohttp_load(url, body, n // per_request)
+        if "error" in result:
+            return result
+        await asyncio.sleep(0.5)  # requests still in flight when wrk stopped
+        stored = await store.redis.llen(f"phx:{{{QUEUE}}}:ready") - before
+        await store.redis.aclose()
+        accepted = result.pop("requests") * per_request
+        if not accepted <= stored <= accepted + HTTP_CONNECTIONS * per_request:
+            return {"error": f"{accepted} jobs accepted over HTTP but {stored} in Redis"}
+        return {**result, "jobs": accepted, "api_processes": API_PROCESSES}
     finally:
         api.terminate()
         api.wait(10)
         log.close()
+
+
+def _wrk(url: str, body: dict[str, Any], requests: int) -> dict[str, Any]:
+    """``wrk -t1 -c64`` for about as long as ``requests`` take at 2.5k/s (2 s at least)."""
+    import json
+    import tempfile
+
+    seconds = max(2, round(requests / 2500))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(f"wrk.method = 'POST'\nwrk.body = {json.dumps(json.dumps(body))}\n"
+                     "wrk.headers['Content-Type'] = 'application/json'\n")
+        script.flush()
+        out = subprocess.run(["wrk", "-t1", f"-c{HTTP_CONNECTIONS}", f"-d{seconds}s",
+                              "-s", script.name, url], capture_output=True, text=True,
+                             timeout=seconds + 60).stdout
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if done is None:
+        return {"error": f"wrk printed no result: {out[-200:]!r}"}
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if failed or errors:
+        return {"error": f"wrk: {failed.group(0) if failed else errors.group(0)}"}  # type: ignore[union-attr]
+    elapsed = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+    return {"seconds": elapsed, "requests": int(done.group(1)), "client": "wrk",
+            "connections": HTTP_CONNECTIONS}
+
+
+async def _aiohttp_load(url: str, body: dict[str, Any], requests: int) -> dict[str, Any]:
+    """``requests`` POSTs kept 64 in flight by an aiohttp client (when wrk is missing)."""
+    import aiohttp
+
+    failures = 0
+    pending = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def client() -> None:
+            nonlocal failures
+            for _ in pending:
+                async with http.post(url, json=body) as resp:
+                    await resp.read()
+                    failures += resp.status >= 300
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(HTTP_CONNECTIONS)))
+        elapsed = time.perf_counter() - started
+    if failures:
+        return {"error": f"{failures} requests failed"}
+    return {"seconds": elapsed, "requests": requests, "client": "aiohttp",
+            "connections": HTTP_CONNECTIONS}
 
 
 ADAPTER = Adapter(fill=fill, work=work, enqueue=enqueue, delayed=delayed,
