@@ -136,6 +136,10 @@ async def test_claim_leases_with_fresh_token_and_counts_attempt(store, queue):
     job = res.jobs[0]
     assert (job.state, job.attempt, job.token, job.worker) == ("processing", 1, "1", W)
     assert job.started_at == T0 + 10 and job.lease_until == T0 + 10 + job.visibility_timeout_ms
+    stored = await store.get_job(a, queue)  # the reply is the record as written, field by field
+    fields = ("state", "attempt", "token", "worker", "started_at", "lease_until", "payload",
+              "max_attempts", "created_at", "available_at", "idempotency_key")
+    assert {f: getattr(job, f) for f in fields} == {f: getattr(stored, f) for f in fields}
     assert await lmembers(store, keys.processing(queue, W)) == [b, a]
     assert await lmembers(store, keys.ready(queue)) == [c]
     assert await zmembers(store, keys.leases(queue)) == {

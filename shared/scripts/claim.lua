@@ -13,12 +13,14 @@
 -- ARGV[5] how many more ids to move from ready (LMOVE RIGHT LEFT) after ARGV[8..]
 -- ARGV[6] events MAXLEN
 -- ARGV[7] retention of completed jobs in ms
--- ARGV[8] comma-separated job fields to return for each leased job
+-- ARGV[8] comma-separated job fields to return for each leased job; must include
+--         state, attempt, token, vt_ms, idem_key, worker, started_at and lease_until
 -- ARGV[9..] ids this worker already moved with BLMOVE
 -- Returns {status, jobs, skipped}: status 'ok' or 'paused'; jobs holds, per leased job
 -- (fresh token, attempt counted, lease set), the values of the ARGV[8] fields in
--- that order (HMGET: history and results are not sent to the worker); skipped lists ids
--- completed without running because their idempotency key is already done.
+-- that order as they are after the claim (history and results are not sent to the
+-- worker); skipped lists ids completed without running because their idempotency key
+-- is already done. Each job is read once and written once (one HMGET, one HSET).
 -- When paused, the given ids go back to the consuming end of ready and nothing moves.
 local k_ready, k_proc, k_leases, k_completed, k_events, k_paused =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -27,8 +29,11 @@ local now = now_ms(ARGV[4])
 local more, maxlen, retention = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 
 local ids = {}
-local fields = {}
-for name in string.gmatch(ARGV[8], '[^,]+') do table.insert(fields, name) end
+local fields, at = {}, {}
+for name in string.gmatch(ARGV[8], '[^,]+') do
+  table.insert(fields, name)
+  at[name] = #fields
+end
 for i = 9, #ARGV do table.insert(ids, ARGV[i]) end
 
 if redis.call('EXISTS', k_paused) == 1 then
@@ -48,26 +53,30 @@ end
 local jobs, skipped = {}, {}
 for _, id in ipairs(ids) do
   local jk = job_prefix .. id
-  local f = redis.call('HMGET', jk, 'state', 'vt_ms', 'idem_key', 'attempt')
-  if f[1] ~= 'queued' then
+  local v = redis.call('HMGET', jk, unpack(fields))
+  local idem, attempt = v[at.idem_key], tonumber(v[at.attempt]) or 0
+  if v[at.state] ~= 'queued' then
     redis.call('LREM', k_proc, 0, id)
-  elseif f[3] and f[3] ~= '' and redis.call('EXISTS', done_prefix .. f[3]) == 1 then
+  elseif idem and idem ~= '' and redis.call('EXISTS', done_prefix .. idem) == 1 then
     redis.call('LREM', k_proc, 0, id)
     redis.call('HSET', jk, 'state', 'completed', 'finished_at', now,
       'result', cjson.encode({skipped = 'idempotency key already done'}))
     redis.call('ZADD', k_completed, now, id)
     redis.call('PEXPIRE', jk, retention)
-    emit(k_events, maxlen, id, 'completed', f[4], 'skipped', '1')
+    emit(k_events, maxlen, id, 'completed', attempt, 'skipped', '1')
     table.insert(skipped, id)
   else
-    redis.call('HINCRBY', jk, 'token', 1)
-    redis.call('HINCRBY', jk, 'attempt', 1)
-    local deadline = now + tonumber(f[2])
-    redis.call('HSET', jk, 'state', 'processing', 'worker', worker, 'started_at', now,
-      'lease_until', deadline)
+    local token = tostring((tonumber(v[at.token]) or 0) + 1)
+    local deadline = tostring(now + tonumber(v[at.vt_ms]))
+    attempt = tostring(attempt + 1)
+    local started = tostring(now)
+    redis.call('HSET', jk, 'state', 'processing', 'worker', worker, 'started_at', started,
+      'lease_until', deadline, 'token', token, 'attempt', attempt)
     redis.call('ZADD', k_leases, deadline, id)
-    emit(k_events, maxlen, id, 'processing', tonumber(f[4]) + 1, 'worker', worker)
-    table.insert(jobs, redis.call('HMGET', jk, unpack(fields)))
+    emit(k_events, maxlen, id, 'processing', attempt, 'worker', worker)
+    v[at.state], v[at.worker], v[at.started_at] = 'processing', worker, started
+    v[at.lease_until], v[at.token], v[at.attempt] = deadline, token, attempt
+    table.insert(jobs, v)
   end
 end
 return {'ok', jobs, skipped}
