@@ -290,7 +290,11 @@ class Worker:
             return
         started = time.monotonic()
         try:
-            result = await self._call(handler, job)
+            try:
+                with tracing.job_span(job):
+                    result = await handler(job)
+            finally:
+                self._left_handler(job.id)
         except asyncio.CancelledError:
             await self._cancelled(job, log, started)
             return
@@ -303,17 +307,14 @@ class Worker:
         failpoints.hit("worker.before_complete")
         await self._complete(job, log, result, started)
 
-    async def _call(self, handler: Any, job: Job) -> Any:
-        """Run the handler; mark the job as finishing after (the keeper enforces timeouts)."""
-        try:
-            with tracing.job_span(job):
-                return await handler(job)
-        finally:
-            run = self.running.get(job.id)
-            if run is not None:
-                run.in_handler = False
-                self._finishing += 1
-                self._slots.set()
+    def _left_handler(self, job_id: str) -> None:
+        """The handler returned or raised: its slot is free, and the job is finishing
+        (the keeper no longer enforces the execution timeout: finishing is never cut)."""
+        run = self.running.get(job_id)
+        if run is not None:
+            run.in_handler = False
+            self._finishing += 1
+            self._slots.set()
 
     async def _complete(self, job: Job, log: Any, result: Any, started: float) -> None:
         run_ms = round((time.monotonic() - started) * 1000, 2)
