@@ -165,13 +165,20 @@ class InstrumentedStore(Store):
     def __init__(self, client: Any, settings: Any) -> None:
         super().__init__(client, settings)
         QUEUE_STATS.source = self
+        self._enqueued: dict[tuple[str, str], Any] = {}
 
     async def enqueue(self, queue: str, specs: Sequence[JobSpec],
                       now: int | None = None) -> list[EnqueueResult]:
         results = await super().enqueue(queue, specs, now)
+        counts: dict[str, int] = {}
         for spec, res in zip(specs, results, strict=True):
             if not res.duplicate:
-                JOBS_ENQUEUED.labels(queue, spec.type).inc()
+                counts[spec.type] = counts.get(spec.type, 0) + 1
+        for job_type, count in counts.items():
+            child = self._enqueued.get((queue, job_type))
+            if child is None:  # a label lookup costs more than the increment: once per key
+                child = self._enqueued[queue, job_type] = JOBS_ENQUEUED.labels(queue, job_type)
+            child.inc(count)
         return results
 
     async def cancel(self, queue: str, job_id: str, now: int | None = None) -> None:
