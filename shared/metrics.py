@@ -11,6 +11,7 @@ errors and reconnects. ``docs/operations.md`` lists them with the alerts to set.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ HTTP_SECONDS = Histogram("phoenixq_http_request_duration_seconds",
 SSE_CLIENTS = Gauge("phoenixq_sse_clients", "Open /events streams; API.")
 
 
+@functools.cache
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: the lookup costs more than an update."""
+    return metric.labels(*labels)
+
+
 # -- the worker's hot path --------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -121,7 +128,7 @@ class JobMetrics:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = _JobChildren(*(
-                metric.labels(*key) for metric in (
+                child(metric, *key) for metric in (
                     JOBS_COMPLETED, JOBS_FAILED, JOBS_RETRIED, JOBS_DEAD, STALE_COMPLETIONS,
                     RUN_SECONDS, WAIT_SECONDS, LATENESS_SECONDS)))
         return children
@@ -151,7 +158,7 @@ class JobMetrics:
 def record_recovery(queue: str, retrying: int, dead: int, requeued: int) -> None:
     for outcome, count in (("retrying", retrying), ("dead", dead), ("requeued", requeued)):
         if count:
-            JOBS_RECOVERED.labels(queue, outcome).inc(count)
+            child(JOBS_RECOVERED, queue, outcome).inc(count)
 
 
 # -- the API's counters: a store that counts what it did ----------------------------------
@@ -165,7 +172,6 @@ class InstrumentedStore(Store):
     def __init__(self, client: Any, settings: Any) -> None:
         super().__init__(client, settings)
         QUEUE_STATS.source = self
-        self._enqueued: dict[tuple[str, str], Any] = {}
 
     async def enqueue(self, queue: str, specs: Sequence[JobSpec],
                       now: int | None = None) -> list[EnqueueResult]:
@@ -175,10 +181,7 @@ class InstrumentedStore(Store):
             if not res.duplicate:
                 counts[spec.type] = counts.get(spec.type, 0) + 1
         for job_type, count in counts.items():
-            child = self._enqueued.get((queue, job_type))
-            if child is None:  # a label lookup costs more than the increment: once per key
-                child = self._enqueued[queue, job_type] = JOBS_ENQUEUED.labels(queue, job_type)
-            child.inc(count)
+            child(JOBS_ENQUEUED, queue, job_type).inc(count)
         return results
 
     async def cancel(self, queue: str, job_id: str, now: int | None = None) -> None:
@@ -200,7 +203,7 @@ class InstrumentedStore(Store):
                 pipe.hget(keys.job(queue, job_id), "type")
             types = await pipe.execute()
         for job_type in types:
-            counter.labels(queue, job_type.decode() if job_type else "").inc()
+            child(counter, queue, job_type.decode() if job_type else "").inc()
 
 
 # -- queue gauges, read from Redis at scrape time -----------------------------------------
@@ -289,18 +292,9 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        key = (request.method, _route_of(request), status)
-        children = _http_children.get(key)
-        if children is None:  # label lookups cost more than the update: once per key
-            method, route, _ = key
-            children = _http_children[key] = (HTTP_REQUESTS.labels(method, route, str(status)),
-                                              HTTP_SECONDS.labels(method, route))
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
-
-
-#: (method, route template, status) -> the request counter and latency histogram children.
-_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        route = _route_of(request)
+        child(HTTP_REQUESTS, request.method, route, str(status)).inc()
+        child(HTTP_SECONDS, request.method, route).observe(time.perf_counter() - started)
 
 
 def _route_of(request: web.Request) -> str:
